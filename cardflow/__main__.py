@@ -1,0 +1,3 @@
+from cardflow.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""Builds and runs the API service."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from cardflow.config import Settings
+
+from .health import add_health_routes
+
+log = logging.getLogger(__name__)
+
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+SETTINGS_KEY = web.AppKey("settings", Settings)
+
+
+def create_api(settings: Settings) -> web.Application:
+    registry = CollectorRegistry()
+    requests = Counter("cardflow_api_requests", "HTTP requests served",
+                       ["method", "status"], registry=registry)
+
+    @web.middleware
+    async def count(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            requests.labels(request.method, str(exc.status)).inc()
+            raise
+        requests.labels(request.method, str(response.status)).inc()
+        return response
+
+    app = web.Application(middlewares=[count])
+    app[REGISTRY_KEY] = registry
+    app[SETTINGS_KEY] = settings
+    add_health_routes(app, settings, registry)
+    if not settings.api_tokens:
+        log.warning("CARDFLOW_API_TOKENS is empty: the API accepts requests without a token")
+    return app
+
+
+def run_api(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    log.info("cardflow API on http://%s:%d/", settings.api_host, settings.api_port)
+    web.run_app(create_api(settings), host=settings.api_host, port=settings.api_port,
+                print=None, handle_signals=True)

@@ -1,0 +1,72 @@
+"""The Faust app factory: every topology builds its app here, from Settings.
+
+One place decides the broker URL, credentials, store, data directory and
+topic defaults, so the people, archive and warehouse apps agree on them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import faust
+
+from cardflow.config import SecurityProtocol, Settings
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust/aiokafka credentials for SASL and TLS clusters; None for PLAINTEXT."""
+    protocol = settings.security_protocol
+    context = None
+    if protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+        )
+        if settings.ssl_certfile:
+            context.load_cert_chain(
+                str(settings.ssl_certfile),
+                str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+            )
+    if protocol.value.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+            mechanism=settings.sasl_mechanism.value if settings.sasl_mechanism else None,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def table_options(settings: Settings) -> dict[str, Any]:
+    """RocksDB through rocksdict, with a small block cache (the default is 2 GiB per partition)."""
+    return {
+        "driver": "rocksdict",
+        "block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024,
+        "block_cache_compressed_size": settings.rocksdb_block_cache_mb * 1024 * 1024,
+    }
+
+
+def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
+    """A Faust app in consumer group ``app_id`` with cardflow's defaults."""
+    options: dict[str, Any] = {
+        "broker": ";".join(f"kafka://{s.strip()}" for s in settings.broker.split(",")),
+        "broker_credentials": broker_credentials(settings),
+        "store": "rocksdb://",
+        "datadir": str(settings.data_dir / "workers"),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "topic_allow_declare": True,
+        "consumer_auto_offset_reset": "earliest",
+        "web_host": settings.worker_web_host,
+        "web_port": settings.worker_web_port,
+        "web_bind": settings.worker_web_host,
+        "producer_acks": -1,
+        "autodiscover": False,
+        # An agent that crashes stops the worker (non-zero exit) instead of being
+        # restarted forever on the same message.
+        "agent_supervisor": "mode.CrashingSupervisor",
+    }
+    options.update(overrides)
+    return faust.App(settings.topic_prefix + app_id, **options)

@@ -1,0 +1,172 @@
+"""The `cardflow` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from cardflow.config import ConfigError, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CardflowError(click.ClickException):
+    """Printed as `error: …` with exit code 1, never as a traceback."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def _errors_as_messages(func: F) -> F:
+    """Known failures become one clear message and a non-zero exit."""
+    from cardflow.connectors.kafka_admin import TopicError
+    from cardflow.local_kafka import BrokerError
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, BrokerError, TopicError) as exc:
+            raise CardflowError(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    try:
+        settings: Settings = ctx.obj or load_settings(ctx.find_root().params.get("config"))
+    except ConfigError as exc:
+        raise CardflowError(str(exc)) from exc
+    ctx.obj = settings
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="CARDFLOW_CONFIG",
+              help="YAML settings file (also CARDFLOW_CONFIG). CARDFLOW_* variables override it.")
+@click.version_option(package_name="cardflow")
+def cli(config: str | None) -> None:
+    """cardflow: real-time people analytics on Kafka.
+
+    Start everything locally with `cardflow dev`. Settings come from
+    CARDFLOW_* environment variables and an optional YAML file; see README.
+    """
+
+
+@cli.group()
+def kafka() -> None:
+    """Manage a local single-node Kafka broker for development (KRaft, no ZooKeeper)."""
+
+
+@kafka.command("fetch")
+@click.option("--refresh", is_flag=True, help="Download again even when the cache looks complete.")
+@click.pass_context
+@_errors_as_messages
+def kafka_fetch(ctx: click.Context, refresh: bool) -> None:
+    """Download the pinned Kafka jars with Maven into the cache (once)."""
+    from cardflow.local_kafka import LocalKafka
+
+    broker = LocalKafka(_settings(ctx))
+    broker.fetch(refresh=refresh)
+    click.echo(f"Kafka {broker.version} jars in {broker.libs}")
+
+
+@kafka.command("start")
+@click.pass_context
+@_errors_as_messages
+def kafka_start(ctx: click.Context) -> None:
+    """Start the local broker (fetching Kafka first if needed) and print its address."""
+    from cardflow.local_kafka import LocalKafka
+
+    status = LocalKafka(_settings(ctx)).start()
+    click.echo(f"Kafka {status}")
+    click.echo(status.bootstrap)
+
+
+@kafka.command("stop")
+@click.pass_context
+@_errors_as_messages
+def kafka_stop(ctx: click.Context) -> None:
+    """Stop the local broker: SIGTERM, wait, then SIGKILL. Does nothing if it is stopped."""
+    from cardflow.local_kafka import LocalKafka
+
+    stopped = LocalKafka(_settings(ctx)).stop()
+    click.echo("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@kafka.command("status")
+@click.pass_context
+@_errors_as_messages
+def kafka_status(ctx: click.Context) -> None:
+    """Say whether the local broker runs and where. Exit code 0 when running, 3 when not."""
+    from cardflow.local_kafka import LocalKafka
+
+    status = LocalKafka(_settings(ctx)).status()
+    click.echo(f"Kafka {status}")
+    ctx.exit(0 if status.running else 3)
+
+
+@cli.group()
+def topics() -> None:
+    """Create and check cardflow's Kafka topics."""
+
+
+@topics.command("create")
+@click.pass_context
+@_errors_as_messages
+def topics_create(ctx: click.Context) -> None:
+    """Create the topics with CARDFLOW_PARTITIONS partitions. Idempotent.
+
+    Refuses when a topic exists with another partition count.
+    """
+    from cardflow.connectors.kafka_admin import ensure_topics
+
+    for name, outcome in sorted(ensure_topics(_settings(ctx)).items()):
+        click.echo(f"{name}: {outcome}")
+
+
+@cli.command()
+@click.argument("topology", type=click.Choice(["people"]))
+@click.pass_context
+@_errors_as_messages
+def worker(ctx: click.Context, topology: str) -> None:
+    """Run one topology's Faust worker until SIGTERM or Ctrl-C."""
+    import faust
+
+    from cardflow.topologies import TOPOLOGIES
+
+    settings = _settings(ctx)
+    app = TOPOLOGIES[topology](settings)
+    faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
+
+
+@cli.command()
+@click.pass_context
+@_errors_as_messages
+def api(ctx: click.Context) -> None:
+    """Run the HTTP API service (health, metrics; cards and ingest as they land)."""
+    from cardflow.api import run_api
+
+    run_api(_settings(ctx))
+
+
+@cli.command()
+@click.option("--rate", default=20.0, show_default=True, help="Demo events per second (0: none).")
+@click.pass_context
+@_errors_as_messages
+def dev(ctx: click.Context, rate: float) -> None:
+    """Run everything locally: broker, topics, people worker, API and a demo stream.
+
+    Stops everything cleanly on Ctrl-C.
+    """
+    from cardflow.dev import run_dev
+
+    sys.exit(run_dev(_settings(ctx), rate=rate, config=ctx.find_root().params.get("config")))
+
+
+def main() -> None:
+    cli(prog_name="cardflow")

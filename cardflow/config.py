@@ -1,0 +1,287 @@
+"""One typed settings object for every cardflow process.
+
+Values come, highest priority first, from keyword arguments, ``CARDFLOW_*``
+environment variables, and an optional YAML file (``CARDFLOW_CONFIG`` or
+``--config``). Every key is validated at start; a bad value raises
+:class:`ConfigError` naming the key, the expected form and what was given.
+
+    >>> settings = load_settings(env={"CARDFLOW_PARTITIONS": "4"})
+    >>> settings.partitions
+    4
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "CARDFLOW_"
+CONFIG_ENV = "CARDFLOW_CONFIG"
+KAFKA_VERSION = "4.4.0"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class Scope(StrEnum):
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cardflow"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cardflow"
+
+
+def parse_tokens(raw: str) -> dict[str, frozenset[Scope]]:
+    """Parse ``"tokA:ingest,read;tokB:read"`` into ``{token: scopes}``."""
+    tokens: dict[str, frozenset[Scope]] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(";"))):
+        token, sep, scopes = entry.partition(":")
+        if not sep or not token.strip() or not scopes.strip():
+            raise ValueError(f"entry {entry[:6]}… must look like TOKEN:scope[,scope]")
+        try:
+            tokens[token.strip()] = frozenset(Scope(s.strip()) for s in scopes.split(","))
+        except ValueError as exc:
+            allowed = ", ".join(s.value for s in Scope)
+            raise ValueError(f"unknown scope in entry {entry[:6]}…; allowed: {allowed}") from exc
+    return tokens
+
+
+class Settings(BaseSettings):
+    """Every cardflow setting. Environment names are ``CARDFLOW_`` + the upper-cased field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    # Kafka
+    broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,…]")
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    partitions: int = Field(8, ge=1, le=10_000, description="partitions of every cardflow topic")
+    replication_factor: int = Field(1, ge=1, le=16)
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$")
+
+    # Local (development) broker managed by `cardflow kafka`
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_version: str = KAFKA_VERSION
+    kafka_heap: str = Field("512m", pattern=r"^\d+[kmgKMG]$")
+
+    # Storage
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    lake_url: str = Field("", description="s3://bucket/prefix or file:///dir; default under data_dir")
+    warehouse_url: str = Field("", description="chdb:///path or http(s)://clickhouse:8123/db")
+    rocksdb_block_cache_mb: int = Field(16, ge=1, le=65536)
+
+    # Workers and API
+    worker_web_port: int = Field(6066, ge=1, le=65535)
+    worker_web_host: str = "127.0.0.1"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+    api_tokens: dict[str, frozenset[Scope]] = Field(
+        default_factory=dict,
+        description="TOKEN:scope[,scope];… with scopes ingest, read, admin; empty = no auth",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        return parse_tokens(value) if isinstance(value, str) else value
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @field_validator("lake_url")
+    @classmethod
+    def _lake(cls, value: str) -> str:
+        if value and not value.startswith(("s3://", "file://")):
+            raise ValueError("must start with s3:// or file://")
+        return value
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _warehouse(cls, value: str) -> str:
+        if value and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl(self) -> Settings:
+        if self.security_protocol.value.startswith("SASL"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ValueError(
+                    "security_protocol SASL_* needs sasl_mechanism, sasl_username "
+                    "and sasl_password (CARDFLOW_SASL_MECHANISM, …)"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment and YAML are merged by load_settings, which owns the error messages.
+        return (init_settings,)
+
+    # Derived values: computed, never configured twice.
+    @property
+    def effective_lake_url(self) -> str:
+        return self.lake_url or (self.data_dir / "lake").resolve().as_uri()
+
+    @property
+    def effective_warehouse_url(self) -> str:
+        return self.warehouse_url or f"chdb://{(self.data_dir / 'warehouse').resolve()}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def to_env(self) -> dict[str, str]:
+        """``CARDFLOW_*`` variables that reproduce these settings in a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if name == "api_tokens":
+                value = ";".join(f"{t}:{','.join(sorted(s))}" for t, s in value.items())
+            elif isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[ENV_PREFIX + name.upper()] = str(value)
+        return env
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) client settings for this cluster."""
+        conf = {
+            "bootstrap.servers": self.broker,
+            "security.protocol": self.security_protocol.value,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism.value
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        for key, path in (
+            ("ssl.ca.location", self.ssl_cafile),
+            ("ssl.certificate.location", self.ssl_certfile),
+            ("ssl.key.location", self.ssl_keyfile),
+        ):
+            if path:
+                conf[key] = str(path)
+        return conf
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, str]:
+    known = {name.upper(): name for name in Settings.model_fields}
+    values: dict[str, str] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        name = key[len(ENV_PREFIX) :]
+        if name not in known:
+            raise ConfigError(
+                f"{key}: unknown setting. Known: "
+                + ", ".join(ENV_PREFIX + k for k in sorted(known))
+            )
+        values[known[name]] = value
+    return values
+
+
+def _yaml_values(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist; fix {CONFIG_ENV} or --config") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of setting: value")
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(map(str, unknown))}. "
+            f"Known: {', '.join(sorted(Settings.model_fields))}"
+        )
+    return data
+
+
+def _describe(error: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    where = sources.get(field, field or "settings")
+    given = error.get("input")
+    shown = "(secret)" if "password" in field else repr(given)
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    if not field:
+        return f"{where}: {msg}"
+    return f"{where}: {msg}; got {shown}"
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build :class:`Settings` from YAML, then environment, then ``overrides``."""
+    env = os.environ if env is None else env
+    config_file = config_file or env.get(CONFIG_ENV)
+    sources: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    if config_file:
+        file_values = _yaml_values(Path(config_file))
+        values.update(file_values)
+        sources.update({k: f"{config_file}: {k}" for k in file_values})
+    env_values = _env_values(env)
+    values.update(env_values)
+    sources.update({k: ENV_PREFIX + k.upper() for k in env_values})
+    values.update(overrides)
+    sources.update({k: k for k in overrides})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        lines = [_describe(err, sources) for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

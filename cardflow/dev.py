@@ -1,0 +1,114 @@
+"""`cardflow dev`: the whole stack on one machine until Ctrl-C.
+
+Each service runs as its own child process, as it would in production, so a
+crash in one is seen and stops the rest instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from cardflow.config import Settings
+from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.demo import run_demo
+from cardflow.local_kafka import LocalKafka
+
+
+def _uses_local_broker(settings: Settings, broker: LocalKafka) -> bool:
+    return settings.broker.replace("localhost", "127.0.0.1") == broker.bootstrap
+
+
+def _spawn(args: list[str], config: str | None, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    if config:
+        env["CARDFLOW_CONFIG"] = str(Path(config).resolve())
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    return subprocess.Popen([sys.executable, "-m", "cardflow", *args], env=env,
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code (non-zero when a service died)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    broker = LocalKafka(settings)
+    started_broker = False
+    if _uses_local_broker(settings, broker):
+        started_broker = not broker.status().running
+        print(f"Kafka: {broker.start()}", flush=True)
+    else:
+        print(f"Kafka: using {settings.broker}", flush=True)
+
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    demo_error: list[BaseException] = []
+    code = 0
+    try:
+        for name, outcome in sorted(ensure_topics(settings).items()):
+            print(f"topic {name}: {outcome}", flush=True)
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        children["worker people"] = _spawn(["worker", "people"], config, logs / "people.log")
+        children["api"] = _spawn(["api"], config, logs / "api.log")
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        if not _wait_http(f"{base}/healthz", children["api"]):
+            print(f"error: the API did not come up; see {logs / 'api.log'}", file=sys.stderr)
+            return 1
+        print(f"API and dashboard: {base}/  (health {base}/healthz, metrics {base}/metrics)")
+        print(f"Logs: {logs}. Press Ctrl-C to stop.", flush=True)
+
+        def demo() -> None:
+            try:
+                run_demo(settings, stop, rate)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                demo_error.append(exc)
+
+        if rate > 0:
+            threading.Thread(target=demo, name="demo", daemon=True).start()
+        while not stop.wait(0.5):
+            dead = [name for name, proc in children.items() if proc.poll() is not None]
+            if dead or demo_error:
+                why = demo_error[0] if demo_error else f"{', '.join(dead)} exited"
+                print(f"error: {why}; stopping everything. Logs: {logs}", file=sys.stderr)
+                code = 1
+                break
+    finally:
+        stop.set()
+        for proc in reversed(list(children.values())):
+            _stop(proc)
+        if started_broker:
+            broker.stop()
+        print("cardflow dev stopped.", flush=True)
+    return code

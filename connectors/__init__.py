@@ -1,0 +1,1 @@
+"""Sources and sinks: Kafka admin and producers, the data lake, the warehouse."""

@@ -1,0 +1,93 @@
+"""Create and check cardflow's topics on any Kafka cluster.
+
+Partition counts of ``events``, the profiles changelog and ``profile-changes``
+must match and never change after creation (co-partitioning), so a mismatch
+is refused rather than repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cardflow.config import Settings
+
+
+class TopicError(RuntimeError):
+    """A topic exists with a layout cardflow cannot use, or cannot be created."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+# Names without the configured prefix.
+EVENTS = "events"
+EVENTS_DLQ = "events-dlq"
+PROFILE_CHANGES = "profile-changes"
+CARD_PARTIALS = "card-partials"
+RESULTS = "results"
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(EVENTS),
+    TopicSpec(EVENTS_DLQ, {"retention.ms": str(30 * 86_400_000)}),
+    TopicSpec(PROFILE_CHANGES),
+    TopicSpec(CARD_PARTIALS, {"cleanup.policy": "compact"}),
+    TopicSpec(RESULTS, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+)
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_client_config())
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Create missing topics; return ``{topic: "created" | "exists"}``.
+
+    Raises TopicError when an existing topic's partition count differs from
+    ``settings.partitions``: changing it would move users between partitions.
+    """
+    admin = admin_client(settings)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
+    wanted = {settings.topic(spec.name): spec for spec in TOPICS}
+    outcome: dict[str, str] = {}
+    mismatched = []
+    for name in wanted:
+        if name in existing:
+            have = len(existing[name].partitions)
+            if have != settings.partitions:
+                mismatched.append(f"{name} has {have} partitions")
+            outcome[name] = "exists"
+    if mismatched:
+        raise TopicError(
+            "topic partition count differs from the configured "
+            f"{settings.partitions} (CARDFLOW_PARTITIONS): {'; '.join(mismatched)}. "
+            "Partition counts must never change after creation; set CARDFLOW_PARTITIONS "
+            "to the existing count, or use a new CARDFLOW_TOPIC_PREFIX."
+        )
+    new = [
+        NewTopic(name, settings.partitions, settings.replication_factor, config=spec.config)
+        for name, spec in wanted.items()
+        if name not in existing
+    ]
+    if new:
+        for name, future in admin.create_topics(new, request_timeout=timeout).items():
+            try:
+                future.result()
+                outcome[name] = "created"
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise TopicError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+                outcome[name] = "exists"
+        # A concurrent creator may have won with another count: check again.
+        return ensure_topics(settings, timeout) if any(
+            v == "exists" for k, v in outcome.items() if k in {t.topic for t in new}
+        ) else outcome
+    return outcome

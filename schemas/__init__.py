@@ -1,0 +1,1 @@
+"""Avro schemas (.avsc) of every topic's records, shipped as package data."""

@@ -1,0 +1,64 @@
+"""Shared fixtures. Integration tests get a real Kafka broker started here, once per session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cardflow.config import Settings, load_settings
+from cardflow.local_kafka import LocalKafka, free_port
+
+from .helpers import Service
+
+_prefixes = itertools.count()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Markers follow the folder, so `pytest -m unit` needs no per-test decoration.
+    for item in items:
+        for kind in ("unit", "integration", "e2e"):
+            if f"{os.sep}{kind}{os.sep}" in str(item.fspath):
+                item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A real single-node Kafka broker on free loopback ports, stopped after the session."""
+    port = free_port()
+    settings = load_settings(
+        env={}, data_dir=tmp_path_factory.mktemp("kafka"), kafka_port=port,
+        kafka_controller_port=free_port(), broker=f"127.0.0.1:{port}",
+    )
+    broker = LocalKafka(settings)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def settings(kafka: LocalKafka, tmp_path: Path) -> Settings:
+    """Settings for one test: the session broker, its own topic prefix and data directory."""
+    return load_settings(
+        env={}, broker=kafka.bootstrap, partitions=4, data_dir=tmp_path / "data",
+        topic_prefix=f"t{next(_prefixes)}-{os.getpid()}-", worker_web_port=free_port(),
+        api_port=free_port(), kafka_port=kafka.port, kafka_controller_port=kafka.controller_port,
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator:
+    """Start cardflow commands as processes; all are stopped when the test ends."""
+    started: list[Service] = []
+
+    def start(args: list[str], settings: Settings) -> Service:
+        svc = Service(args, settings, tmp_path / f"{'-'.join(args)}-{len(started)}.log")
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()

@@ -1,0 +1,15 @@
+"""Wiring: which agents, topics and tables form each deployable Faust app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import faust
+
+from cardflow.config import Settings
+
+from .people import build_people
+
+TOPOLOGIES: dict[str, Callable[[Settings], faust.App]] = {"people": build_people}
+
+__all__ = ["TOPOLOGIES", "build_people"]

@@ -1,0 +1,28 @@
+"""The people app (consumer group "people"): events → profiles → profile changes."""
+
+from __future__ import annotations
+
+import faust
+
+from cardflow.agents.profiles import register_profiles_agent
+from cardflow.app import create_app, table_options
+from cardflow.config import Settings
+from cardflow.connectors.kafka_admin import EVENTS, PROFILE_CHANGES
+
+
+def build_people(settings: Settings) -> faust.App:
+    app = create_app(settings, "people")
+    events = app.topic(
+        settings.topic(EVENTS), key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    changes = app.topic(
+        settings.topic(PROFILE_CHANGES), key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    profiles = app.Table(
+        "profiles", default=dict, partitions=settings.partitions,
+        key_serializer="raw", value_serializer="json", options=table_options(settings),
+    )
+    register_profiles_agent(app, events, profiles, changes)
+    return app
