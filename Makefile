@@ -20,7 +20,7 @@ kafka-jars: $(STAMP)
 run: setup
 	$(BIN)/cardflow dev
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)

@@ -50,11 +50,13 @@ def table_options(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
     """A Faust app in consumer group ``app_id`` with cardflow's defaults."""
+    datadir = settings.data_dir / "workers"
+    datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": ";".join(f"kafka://{s.strip()}" for s in settings.broker.split(",")),
         "broker_credentials": broker_credentials(settings),
         "store": "rocksdb://",
-        "datadir": str(settings.data_dir / "workers"),
+        "datadir": str(datadir),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "topic_allow_declare": True,

@@ -194,9 +194,9 @@ class Settings(BaseSettings):
             env[ENV_PREFIX + name.upper()] = str(value)
         return env
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka (confluent-kafka) client settings for this cluster."""
-        conf = {
+        conf: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.broker,
             "security.protocol": self.security_protocol.value,
         }

@@ -22,7 +22,9 @@ def build_people(settings: Settings) -> faust.App:
     )
     profiles = app.Table(
         "profiles", default=dict, partitions=settings.partitions,
-        key_serializer="raw", value_serializer="json", options=table_options(settings),
+        # Keys are plain UTF-8 uid bytes, like the events topic's keys.
+        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        options=table_options(settings),
     )
     register_profiles_agent(app, events, profiles, changes)
     return app

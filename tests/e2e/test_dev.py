@@ -1,0 +1,57 @@
+"""`cardflow dev` (what `make run` runs): broker, topics, worker, API, demo stream; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from cardflow.config import load_settings
+from cardflow.local_kafka import free_port
+
+from ..helpers import Service, wait_until
+from ..integration.test_local_kafka import _java_processes_for
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    settings = load_settings(
+        env={}, data_dir=tmp_path / "data", kafka_port=port, kafka_controller_port=free_port(),
+        broker=f"127.0.0.1:{port}", api_port=free_port(), worker_web_port=free_port(),
+        partitions=2,
+    )
+    dev = Service(["dev", "--rate", "50"], settings, tmp_path / "dev.log")
+    try:
+        base = f"http://127.0.0.1:{settings.api_port}"
+        wait_until(lambda: "Press Ctrl-C to stop" in dev.output() or dev.proc.poll() is not None,
+                   timeout=180, what="cardflow dev to start")
+        assert dev.proc.poll() is None, dev.output()
+        assert f"API and dashboard: {base}/" in dev.output()
+        assert _get(f"{base}/healthz") == (200, json.dumps({"status": "ok"}))
+        assert _get(f"{base}/readyz")[0] == 200
+        assert "cardflow_api_broker_up 1.0" in _get(f"{base}/metrics")[1]
+
+        # The demo stream reaches the people worker, which publishes profile changes.
+        consumer = Consumer({"bootstrap.servers": settings.broker, "group.id": "observer",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe(["profile-changes"])
+        change = wait_until(lambda: consumer.poll(0.5), timeout=90, what="a profile change")
+        consumer.close()
+        assert change.error() is None and json.loads(change.value())["events"] >= 1
+    finally:
+        code = dev.stop(signal.SIGINT, grace=90)
+    assert code == 0, dev.output()[-3000:]
+    assert "cardflow dev stopped." in dev.output()
+    assert _java_processes_for(tmp_path / "data" / "kafka") == []
+    assert _get(f"http://127.0.0.1:{settings.api_port}/healthz")[0] == 0
