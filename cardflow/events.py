@@ -1,0 +1,300 @@
+"""The event contract: what producers send and the canonical envelope it becomes.
+
+A producer sends a JSON object with a user id, an event name and an event
+time; where those live is a :class:`FieldMapping` (dotted paths, so
+``{"tweet": {...}}`` is accepted as it comes). :func:`decode_event` turns the
+object into an :class:`Event` or raises :class:`Rejected` with a
+machine-readable reason. Decoding is idempotent: the envelope's own JSON
+decodes to the same envelope, which is how the SDK, the push API and raw
+producers agree.
+
+    >>> e = decode_event(b'{"uid": "u1", "event": "signup", "ts": 1700000000}')
+    >>> (e.uid, e.event, e.ts)
+    ('u1', 'signup', 1700000000000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from cardflow.codec import AvroCodec, AvroError, is_single_object
+
+# Event times before this are treated as mistakes (a zero or a unit error).
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+DEFAULT_MAX_FUTURE_MS = 24 * 3_600_000
+
+
+class Reason(StrEnum):
+    """Why an event was rejected; stable codes for dashboards and alerts."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_UID = "missing_uid"
+    MISSING_EVENT = "missing_event"
+    MISSING_TS = "missing_ts"
+    BAD_FIELD = "bad_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_LARGE = "too_large"
+    BAD_AVRO = "bad_avro"
+    PROFILE_SCRIPT_ERROR = "profile_script_error"
+
+
+class Rejected(ValueError):
+    """An event cannot be used. ``reason`` is a :class:`Reason`; the message says what to fix."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """Where a source keeps each envelope field: dotted paths, or ``=literal`` for constants.
+
+    ``when`` selects the mapping for an object: the mapping applies when that
+    path exists (the default mapping has none and applies to the rest).
+    """
+
+    name: str = "default"
+    when: str | None = None
+    uid: str = "uid"
+    event: str = "event"
+    ts: str = "ts"
+    properties: str = "properties"
+    event_id: str = "event_id"
+    set: str = "$set"
+    set_once: str = "$set_once"
+
+    def applies_to(self, obj: dict[str, Any]) -> bool:
+        return self.when is None or _lookup(obj, self.when) is not _MISSING
+
+
+DEFAULT_MAPPING = FieldMapping()
+
+
+@dataclass(frozen=True)
+class Event:
+    """The canonical envelope. ``ts`` is the event time in epoch milliseconds, UTC."""
+
+    event_id: str
+    uid: str
+    event: str
+    ts: int
+    properties: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+    set_once: dict[str, Any] = field(default_factory=dict)
+    source: str = "default"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id, "uid": self.uid, "event": self.event,
+            "ts": self.ts, "properties": self.properties,
+        }
+        if self.set:
+            out["$set"] = self.set
+        if self.set_once:
+            out["$set_once"] = self.set_once
+        out["source"] = self.source
+        return out
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka key: plain UTF-8 uid bytes."""
+        return self.uid.encode()
+
+
+_MISSING = object()
+
+
+def _lookup(obj: Any, path: str) -> Any:
+    if path.startswith("="):
+        return path[1:]
+    if isinstance(obj, dict) and path in obj:
+        return obj[path]  # a literal key such as "$set" or one containing dots
+    node = obj
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def derive_event_id(uid: str, event: str, ts: int, properties: dict[str, Any],
+                    set_: dict[str, Any], set_once: dict[str, Any]) -> str:
+    """A deterministic id from the content, so a re-sent event without an id dedups."""
+    canonical = json.dumps([uid, event, ts, properties, set_, set_once],
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def parse_ts(value: Any, now_ms: int | None = None,
+             max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> int:
+    """Event time in epoch ms from ISO-8601 (zone optional, UTC assumed), RFC 2822, or
+    epoch seconds/milliseconds (numbers or digit strings). Raises Rejected."""
+    if isinstance(value, bool):
+        raise Rejected(Reason.BAD_TIMESTAMP, f"timestamp must be a time, got {value!r}")
+    ms: int
+    if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
+        number = float(value)
+        if not math.isfinite(number):
+            raise Rejected(Reason.BAD_TIMESTAMP, f"timestamp {value!r} is not a finite number")
+        # Epoch milliseconds from 2001 on exceed 1e12; seconds stay below until year 33658.
+        ms = int(number) if abs(number) >= 1e11 else int(round(number * 1000))
+    elif isinstance(value, str):
+        ms = _parse_text_ts(value)
+    else:
+        raise Rejected(Reason.BAD_TIMESTAMP,
+                       f"timestamp must be ISO-8601 text or epoch seconds/ms, got {type(value).__name__}")
+    if ms < MIN_TS_MS:
+        raise Rejected(Reason.BAD_TIMESTAMP,
+                       f"timestamp {value!r} is before 2000-01-01; send ISO-8601 or epoch seconds/ms")
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if ms > now_ms + max_future_ms:
+        raise Rejected(Reason.FUTURE_TIMESTAMP,
+                       f"timestamp {value!r} is more than {max_future_ms // 3_600_000} h in the future; "
+                       "check the producer's clock and time unit")
+    return ms
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_text_ts(text: str) -> int:
+    candidate = text.strip()
+    try:
+        parsed = datetime.fromisoformat(candidate.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(candidate)
+        except (TypeError, ValueError, IndexError):
+            try:  # Twitter's "Wed Oct 10 20:19:24 +0000 2018"
+                parsed = datetime.strptime(candidate, "%a %b %d %H:%M:%S %z %Y")
+            except ValueError:
+                raise Rejected(Reason.BAD_TIMESTAMP,
+                               f"timestamp {text[:64]!r} is not ISO-8601, RFC 2822 or epoch") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if value is _MISSING or value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Rejected(Reason.BAD_FIELD, f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
+                      now_ms: int | None = None,
+                      max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:
+    """Validate a decoded JSON value and build the envelope. Raises Rejected."""
+    if not isinstance(obj, dict):
+        raise Rejected(Reason.NOT_OBJECT, f"an event must be a JSON object, got {_json_type(obj)}")
+    mapping = next((m for m in mappings if m.applies_to(obj)), DEFAULT_MAPPING)
+    uid = _lookup(obj, mapping.uid)
+    if uid is _MISSING or uid is None or uid == "":
+        raise Rejected(Reason.MISSING_UID, f"no user id at {mapping.uid!r} ({mapping.name} mapping)")
+    if isinstance(uid, bool) or not isinstance(uid, str | int):
+        raise Rejected(Reason.BAD_FIELD, f"user id at {mapping.uid!r} must be a string or integer")
+    name = _lookup(obj, mapping.event)
+    if name is _MISSING or name is None or name == "":
+        raise Rejected(Reason.MISSING_EVENT, f"no event name at {mapping.event!r} ({mapping.name} mapping)")
+    if not isinstance(name, str):
+        raise Rejected(Reason.BAD_FIELD, f"event name at {mapping.event!r} must be a string")
+    raw_ts = _lookup(obj, mapping.ts)
+    if raw_ts is _MISSING or raw_ts is None:
+        raise Rejected(Reason.MISSING_TS, f"no event time at {mapping.ts!r} ({mapping.name} mapping)")
+    ts = parse_ts(raw_ts, now_ms, max_future_ms)
+    properties = _as_dict(_lookup(obj, mapping.properties), f"properties at {mapping.properties!r}")
+    set_ = _as_dict(_lookup(obj, mapping.set), mapping.set)
+    set_once = _as_dict(_lookup(obj, mapping.set_once), mapping.set_once)
+    uid = str(uid)
+    event_id = _lookup(obj, mapping.event_id)
+    if event_id is _MISSING or event_id is None or event_id == "":
+        event_id = derive_event_id(uid, name, ts, properties, set_, set_once)
+    elif not isinstance(event_id, str | int) or isinstance(event_id, bool):
+        raise Rejected(Reason.BAD_FIELD, f"event_id at {mapping.event_id!r} must be a string")
+    source = obj.get("source") if mapping is DEFAULT_MAPPING else mapping.name
+    return Event(str(event_id), uid, name, ts, properties, set_, set_once,
+                 source if isinstance(source, str) and source else mapping.name)
+
+
+def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, now_ms: int | None = None,
+                 max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:
+    """Decode one JSON event from bytes. Raises Rejected."""
+    if raw is None:
+        raise Rejected(Reason.NOT_JSON, "the record has no value (a tombstone)")
+    if len(raw) > max_event_bytes:
+        raise Rejected(Reason.TOO_LARGE, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
+    try:
+        obj = json.loads(raw, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise Rejected(Reason.NOT_JSON, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except ValueError as exc:
+        raise Rejected(Reason.NOT_JSON, f"not valid JSON: {exc}") from None
+    return event_from_object(obj, mappings, now_ms, max_future_ms)
+
+
+def decode_record(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
+                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, now_ms: int | None = None,
+                  max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:
+    """Decode a record of the ``events`` topic: Avro single-object (told by its marker) or JSON."""
+    if raw is not None and is_single_object(raw):
+        if len(raw) > max_event_bytes:
+            raise Rejected(Reason.TOO_LARGE, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
+        try:
+            record = _event_codec().decode(raw)
+            obj = {**record, "$set": json.loads(record.pop("set")),
+                   "$set_once": json.loads(record.pop("set_once")),
+                   "properties": json.loads(record["properties"])}
+        except AvroError as exc:
+            raise Rejected(Reason.BAD_AVRO, str(exc)) from None
+        except ValueError as exc:
+            raise Rejected(Reason.BAD_AVRO, f"a JSON field of the Avro event is not JSON: {exc}") from None
+        return event_from_object(obj, (DEFAULT_MAPPING,), now_ms, max_future_ms)
+    return decode_event(raw, mappings, max_event_bytes, now_ms, max_future_ms)
+
+
+def encode_avro(event: Event) -> bytes:
+    """The event as Avro single-object encoding, for producers that prefer Avro."""
+    return _event_codec().encode({
+        "event_id": event.event_id, "uid": event.uid, "event": event.event, "ts": event.ts,
+        "properties": json.dumps(event.properties), "set": json.dumps(event.set),
+        "set_once": json.dumps(event.set_once), "source": event.source,
+    })
+
+
+@cache
+def _event_codec() -> AvroCodec:
+    return AvroCodec.named("Event")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
