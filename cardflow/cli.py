@@ -129,6 +129,63 @@ def topics_create(ctx: click.Context) -> None:
         click.echo(f"{name}: {outcome}")
 
 
+@cli.group()
+def dlq() -> None:
+    """Inspect and replay dead letters: events the people topology could not use."""
+
+
+@dlq.command("count")
+@click.pass_context
+@_errors_as_messages
+def dlq_count(ctx: click.Context) -> None:
+    """Count dead letters by reason."""
+    from cardflow.connectors.dlq import count_by_reason
+
+    counts = count_by_reason(_settings(ctx))
+    for reason, n in sorted(counts.items()):
+        click.echo(f"{reason}\t{n}")
+    click.echo(f"total\t{sum(counts.values())}")
+
+
+@dlq.command("show")
+@click.option("--reason", help="Only this reason code (e.g. not_json, missing_uid).")
+@click.option("--limit", default=20, show_default=True, help="Show at most this many (0: all).")
+@click.pass_context
+@_errors_as_messages
+def dlq_show(ctx: click.Context, reason: str | None, limit: int) -> None:
+    """Print dead letters as JSON lines: reason, message, source offset, key and value."""
+    import json
+
+    from cardflow.connectors.dlq import read_all
+
+    shown = 0
+    for letter in read_all(_settings(ctx)):
+        if reason and letter.reason != reason:
+            continue
+        click.echo(json.dumps(letter.summary(), ensure_ascii=False))
+        shown += 1
+        if limit and shown >= limit:
+            break
+
+
+@dlq.command("replay")
+@click.option("--reason", help="Only dead letters with this reason code.")
+@click.option("--dry-run", is_flag=True, help="Count what would be re-submitted; send nothing.")
+@click.pass_context
+@_errors_as_messages
+def dlq_replay(ctx: click.Context, reason: str | None, dry_run: bool) -> None:
+    """Re-submit dead letters to the events topic after a fix (e.g. a corrected field mapping).
+
+    Each dead letter is re-submitted once: progress is kept per reason filter.
+    Re-submitted events dedup by event_id, so a repeat is harmless.
+    """
+    from cardflow.connectors.dlq import replay
+
+    sent, skipped = replay(_settings(ctx), reason=reason, dry_run=dry_run)
+    verb = "would re-submit" if dry_run else "re-submitted"
+    click.echo(f"{verb} {sent} dead letter(s); {skipped} skipped by the reason filter")
+
+
 @cli.command()
 @click.argument("topology", type=click.Choice(["people"]))
 @click.pass_context

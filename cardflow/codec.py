@@ -77,7 +77,7 @@ class AvroCodec:
             raise AvroError(f"unknown writer schema fingerprint {data[2:HEADER_BYTES].hex()}")
         body = io.BytesIO(data[HEADER_BYTES:])
         try:
-            record: dict[str, Any] = schemaless_reader(body, writer, self.schema)
+            record: dict[str, Any] = schemaless_reader(body, writer, self.schema)  # type: ignore[assignment]
         except (EOFError, StopIteration, ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
             raise AvroError(f"truncated or corrupt Avro body: {type(exc).__name__}: {exc}") from None
         if body.read(1):

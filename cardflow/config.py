@@ -12,6 +12,8 @@ environment variables, and an optional YAML file (``CARDFLOW_CONFIG`` or
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -21,6 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cardflow.events import DEFAULT_MAPPING, Decoder, FieldMapping
 
 ENV_PREFIX = "CARDFLOW_"
 CONFIG_ENV = "CARDFLOW_CONFIG"
@@ -117,12 +121,53 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="TOKEN:scope[,scope];… with scopes ingest, read, admin; empty = no auth",
     )
+    # Ingest
+    max_event_bytes: int = Field(64 * 1024, ge=256, le=1_000_000, description="largest accepted event")
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest push-API body (decompressed)")
+    max_batch_events: int = Field(1000, ge=1, le=100_000, description="events per push-API request")
+    max_future_hours: float = Field(24.0, ge=0, description="how far ahead of now an event time may be")
+    ingest_timeout_ms: int = Field(10_000, ge=100, description="push API waits this long for broker acks")
+    ingest_queue_max: int = Field(100_000, ge=1, description="push-API producer queue; full means 429")
+    sources: tuple[FieldMapping, ...] = Field(
+        default=(), description="field mappings of self-describing sources (YAML list or JSON)"
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _tokens(cls, value: Any) -> Any:
         return parse_tokens(value) if isinstance(value, str) else value
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else []
+        if not isinstance(value, list | tuple):
+            raise ValueError(
+                "must be a list of mappings such as {name: twitter, when: tweet, uid: tweet.user.id}"
+            )
+        out = []
+        for item in value:
+            if isinstance(item, FieldMapping):
+                out.append(item)
+                continue
+            if not isinstance(item, dict) or "name" not in item:
+                raise ValueError(f"each source needs at least a name; got {item!r}")
+            unknown = set(item) - set(FieldMapping.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"source {item['name']!r}: unknown field(s) {sorted(unknown)}")
+            out.append(FieldMapping(**item))
+        return tuple(out)
+
+    @property
+    def mappings(self) -> tuple[FieldMapping, ...]:
+        """Source mappings first (each applies when its ``when`` path exists), then the default."""
+        return (*self.sources, DEFAULT_MAPPING)
+
+    def decoder(self) -> Decoder:
+        return Decoder(self.mappings, self.max_event_bytes, int(self.max_future_hours * 3_600_000))
 
     @field_validator("broker")
     @classmethod
@@ -181,6 +226,10 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes`` applied (``model_copy`` would skip validation)."""
+        return Settings(**{**dict(self), **changes})
+
     def to_env(self) -> dict[str, str]:
         """``CARDFLOW_*`` variables that reproduce these settings in a child process."""
         env: dict[str, str] = {}
@@ -189,6 +238,8 @@ class Settings(BaseSettings):
                 continue
             if name == "api_tokens":
                 value = ";".join(f"{t}:{','.join(sorted(s))}" for t, s in value.items())
+            elif name == "sources":
+                value = json.dumps([dataclasses.asdict(m) for m in getattr(self, name)])
             elif isinstance(value, SecretStr):
                 value = value.get_secret_value()
             env[ENV_PREFIX + name.upper()] = str(value)

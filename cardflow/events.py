@@ -257,6 +257,21 @@ def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAUL
     return event_from_object(obj, mappings, now_ms, max_future_ms)
 
 
+@dataclass(frozen=True)
+class Decoder:
+    """Decoding with one installation's mappings and limits (see ``Settings.decoder``)."""
+
+    mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,)
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+
+    def record(self, raw: bytes | None, now_ms: int | None = None) -> Event:
+        return decode_record(raw, self.mappings, self.max_event_bytes, now_ms, self.max_future_ms)
+
+    def object(self, obj: Any, now_ms: int | None = None) -> Event:
+        return event_from_object(obj, self.mappings, now_ms, self.max_future_ms)
+
+
 def decode_record(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
                   max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, now_ms: int | None = None,
                   max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cardflow.config import Settings
 
@@ -53,3 +56,59 @@ def wait_until(
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def http(method: str, url: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, dict[str, str], Any]:
+    """One HTTP request; returns (status, headers, parsed JSON body or text)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, head, raw = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, head, raw = exc.code, dict(exc.headers), exc.read()
+    try:
+        return status, head, json.loads(raw)
+    except ValueError:
+        return status, head, raw.decode(errors="replace")
+
+
+def start_api(service: Callable[..., Service], settings: Settings) -> str:
+    """Start `cardflow api` and wait until it answers; returns its base URL."""
+    api = service(["api"], settings)
+    base = f"http://127.0.0.1:{settings.api_port}"
+
+    def up() -> bool:
+        assert api.proc.poll() is None, api.output()[-3000:]
+        try:
+            return http("GET", f"{base}/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    wait_until(up, timeout=60, what="the API to answer /healthz")
+    return base
+
+
+def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
+    """Read ``expected`` messages from the start of ``topic`` (all partitions)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"reader-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([settings.topic(topic)])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                messages.append(msg)
+        # A short grace read catches extras (duplicates) beyond the expected count.
+        extra_deadline = time.monotonic() + 1.5
+        while time.monotonic() < extra_deadline:
+            msg = consumer.poll(0.3)
+            if msg is not None and msg.error() is None:
+                messages.append(msg)
+    finally:
+        consumer.close()
+    return messages

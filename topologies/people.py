@@ -7,7 +7,7 @@ import faust
 from cardflow.agents.profiles import register_profiles_agent
 from cardflow.app import create_app, table_options
 from cardflow.config import Settings
-from cardflow.connectors.kafka_admin import EVENTS, PROFILE_CHANGES
+from cardflow.connectors.kafka_admin import EVENTS, EVENTS_DLQ, PROFILE_CHANGES
 
 
 def build_people(settings: Settings) -> faust.App:
@@ -26,5 +26,9 @@ def build_people(settings: Settings) -> faust.App:
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
         options=table_options(settings),
     )
-    register_profiles_agent(app, events, profiles, changes)
+    dlq = app.topic(
+        settings.topic(EVENTS_DLQ), key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    register_profiles_agent(app, events, profiles, changes, dlq, settings.decoder())
     return app

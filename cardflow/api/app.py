@@ -9,12 +9,15 @@ from prometheus_client import CollectorRegistry, Counter
 
 from cardflow.config import Settings
 
+from .auth import SETTINGS_KEY
+from .errors import json_errors
 from .health import add_health_routes
+from .ingest import add_ingest_routes
+from .openapi import add_openapi_route
 
 log = logging.getLogger(__name__)
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
 def create_api(settings: Settings) -> web.Application:
@@ -32,10 +35,15 @@ def create_api(settings: Settings) -> web.Application:
         requests.labels(request.method, str(response.status)).inc()
         return response
 
-    app = web.Application(middlewares=[count])
+    # Bodies are read and gunzipped by ingest with its own limits (a gzip bomb stops at
+    # max_body_bytes), so aiohttp must not decompress them first.
+    app = web.Application(middlewares=[count, json_errors], client_max_size=settings.max_body_bytes + 1,
+                          handler_args={"auto_decompress": False})
     app[REGISTRY_KEY] = registry
     app[SETTINGS_KEY] = settings
     add_health_routes(app, settings, registry)
+    add_ingest_routes(app, settings, registry)
+    add_openapi_route(app)
     if not settings.api_tokens:
         log.warning("CARDFLOW_API_TOKENS is empty: the API accepts requests without a token")
     return app

@@ -25,7 +25,7 @@ def test_create_is_idempotent_and_compacts_results(settings: Settings) -> None:
 
 def test_partition_mismatch_is_refused(settings: Settings) -> None:
     ensure_topics(settings)
-    other = settings.model_copy(update={"partitions": settings.partitions + 2})
+    other = settings.replace(partitions=settings.partitions + 2)
     with pytest.raises(TopicError, match=r"differs from the configured 6 \(CARDFLOW_PARTITIONS\)"):
         ensure_topics(other)
 

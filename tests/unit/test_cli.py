@@ -8,6 +8,7 @@ from cardflow.cli import cli
 COMMANDS = [
     [], ["kafka"], ["kafka", "start"], ["kafka", "stop"], ["kafka", "status"], ["kafka", "fetch"],
     ["topics"], ["topics", "create"], ["worker"], ["api"], ["dev"],
+    ["dlq"], ["dlq", "count"], ["dlq", "show"], ["dlq", "replay"],
 ]
 
 

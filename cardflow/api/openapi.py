@@ -1,0 +1,102 @@
+"""The OpenAPI 3.1 document of the API, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": _json(_ERROR, "the body or every event in it is invalid"),
+    "401": _json(_ERROR, "missing or invalid bearer token"),
+    "403": _json(_ERROR, "the token lacks the ingest scope"),
+    "413": _json(_ERROR, "body, batch or event over the configured limits"),
+    "415": _json(_ERROR, "unsupported Content-Type or Content-Encoding"),
+    "429": _json(_ERROR, "the ingest queue is full; see Retry-After"),
+    "503": _json(_ERROR, "Kafka did not acknowledge; retry (events dedup by event_id)"),
+}
+
+_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/Event"},
+            {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}]}},
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one event per line"}},
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "cardflow API", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Event": {
+                "type": "object", "required": ["uid", "event"],
+                "properties": {
+                    "uid": {"type": ["string", "integer"]},
+                    "event": {"type": "string"},
+                    "ts": {"description": "ISO-8601, RFC 2822 or epoch s/ms; default: receive time"},
+                    "event_id": {"type": "string", "description": "derived from the content when absent"},
+                    "properties": {"type": "object"},
+                    "$set": {"type": "object"},
+                    "$set_once": {"type": "object"},
+                    "source": {"type": "string"},
+                },
+            },
+            "Accepted": {
+                "type": "object",
+                "properties": {
+                    "accepted": {"type": "integer"},
+                    "event_ids": {"type": "array", "items": {"type": "string"}},
+                    "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Rejected"}},
+                },
+            },
+            "Rejected": {
+                "type": "object",
+                "properties": {"index": {"type": "integer"}, "reason": {"type": "string"},
+                               "message": {"type": "string"}},
+            },
+            "Error": {
+                "type": "object", "required": ["error", "message"],
+                "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "paths": {
+        "/v1/events": {"post": {
+            "summary": "Ingest one event or a batch (JSON array or NDJSON, optionally gzip)",
+            "security": [{"bearer": []}],
+            "requestBody": _BODY,
+            "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"},
+                                       "every listed event is stored (broker-acknowledged)"), **_ERRORS},
+        }},
+        "/v1/users": {"post": {
+            "summary": "Set user properties: {uid, $set} or a list of them",
+            "security": [{"bearer": []}],
+            "requestBody": _BODY,
+            "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "stored"), **_ERRORS},
+        }},
+        "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
+        "/readyz": {"get": {"summary": "readiness: the broker answers",
+                            "responses": {"200": {"description": "ready"},
+                                          "503": _json(_ERROR, "broker unreachable")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "text exposition format"}}}},
+    },
+}
+
+
+def add_openapi_route(app: web.Application) -> None:
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(DOCUMENT)
+
+    app.router.add_get("/openapi.json", openapi)

@@ -1,0 +1,102 @@
+"""Kafka producers: the one configuration every cardflow producer uses, and an asyncio face.
+
+Keys are plain UTF-8 uid bytes and go through librdkafka's ``murmur2_random``
+partitioner, which puts a key where the Java client, aiokafka and Faust do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from cardflow.config import Settings
+
+# Delivery errors that mean "the cluster cannot be reached", as opposed to a bad record.
+UNREACHABLE = {
+    KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.REQUEST_TIMED_OUT,
+}
+
+
+class Backpressure(RuntimeError):
+    """The local producer queue is full: retry later."""
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not acknowledge in time; the record is not known to be stored."""
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker refused the record for a reason other than being unreachable."""
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Durable, idempotent, Java-compatible partitioning."""
+    return {
+        **settings.kafka_client_config(),
+        "acks": "all",
+        "enable.idempotence": True,
+        "partitioner": "murmur2_random",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        **extra,
+    }
+
+
+class AsyncProducer:
+    """confluent-kafka's Producer for asyncio: ``await send(...)`` resolves once the broker acked.
+
+    A thread polls the producer for delivery reports and hands them to the
+    event loop; ``send`` itself never blocks. A full queue raises
+    :class:`Backpressure` at once.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._closing = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(0.1)
+
+    def send(self, topic: str, key: bytes, value: bytes,
+             headers: list[tuple[str, str | bytes | None]] | None = None) -> asyncio.Future[tuple[int, int]]:
+        """Queue one record; the future gives (partition, offset) or raises on failure."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, int]] = loop.create_future()
+
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            loop.call_soon_threadsafe(_settle, future, err, msg)
+
+        try:
+            self._producer.produce(topic, value=value, key=key, headers=headers,
+                                   on_delivery=delivered)
+        except BufferError as exc:
+            raise Backpressure("the producer queue is full") from exc
+        except KafkaException as exc:
+            raise DeliveryFailed(str(exc.args[0])) from exc
+        return future
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush what is queued and stop; returns the number of records left undelivered."""
+        remaining: int = self._producer.flush(timeout)
+        self._closing.set()
+        self._poller.join()
+        return remaining
+
+
+def _settle(future: asyncio.Future[tuple[int, int]], err: KafkaError | None, msg: Any) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result((msg.partition(), msg.offset()))
+    elif err.code() in UNREACHABLE or err.retriable():
+        future.set_exception(BrokerUnavailable(err.str()))
+    else:
+        future.set_exception(DeliveryFailed(err.str()))
