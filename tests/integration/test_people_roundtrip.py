@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
 
-from ..helpers import wait_until
+from ..helpers import consume_all, wait_until
 
 
 def _producer(settings: Settings) -> Producer:
@@ -27,7 +27,7 @@ def test_confluent_produce_is_folded_by_the_people_worker(settings: Settings, se
     sent = {"alice": 3, "bob": 1, "carol": 2}
     for uid, n in sent.items():
         for i in range(n):
-            event = {"uid": uid, "event": "page_view", "ts": f"2026-11-24T10:00:0{i}Z"}
+            event = {"uid": uid, "event": "page_view", "ts": f"2026-11-20T10:00:0{i}Z"}
             producer.produce(settings.topic("events"), key=uid.encode(), value=json.dumps(event))
     assert producer.flush(30) == 0
 
@@ -76,3 +76,18 @@ def test_same_uid_same_partition_across_clients(settings: Settings) -> None:
     aiokafka = asyncio.run(with_aiokafka())
     assert aiokafka == confluent
     assert len(set(confluent.values())) == settings.partitions, "keys must spread over partitions"
+
+
+def test_worker_reads_every_compression_codec(settings: Settings, service) -> None:
+    ensure_topics(settings)
+    worker = service(["worker", "people"], settings)
+    codecs = ["none", "gzip", "snappy", "lz4", "zstd"]
+    for codec in codecs:
+        producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
+                             "compression.type": codec})
+        event = {"uid": f"c-{codec}", "event": "view", "ts": 1_795_000_000}
+        producer.produce(settings.topic("events"), key=f"c-{codec}".encode(), value=json.dumps(event))
+        assert producer.flush(30) == 0
+    changes = consume_all(settings, "profile-changes", len(codecs))
+    assert sorted(json.loads(m.value())["uid"] for m in changes) == sorted(f"c-{c}" for c in codecs)
+    assert worker.proc.poll() is None
