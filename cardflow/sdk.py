@@ -16,6 +16,7 @@ Failures are never silent: pass ``on_error`` to hear about each one, or
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,25 +26,30 @@ from confluent_kafka import KafkaError, Producer
 from cardflow.config import Settings, load_settings
 from cardflow.connectors.kafka_admin import EVENTS
 from cardflow.connectors.producer import producer_config
-from cardflow.events import Decoder, Event
+from cardflow.events import Reason, Rejected, dumps, parse_ts
 
 # Provenance travels in a header, so the envelope is the same whichever way an event came.
 _VIA: list[tuple[str, str | bytes | None]] = [("cardflow-via", b"python-sdk")]
 
-ErrorCallback = Callable[[Event, KafkaError], None]
+ErrorCallback = Callable[[dict[str, Any], KafkaError], None]
 
 
 class DeliveryError(RuntimeError):
-    """Some events were not stored. ``failed`` holds (event, error) pairs."""
+    """Some events were not stored. ``failed`` holds (event JSON, error) pairs."""
 
-    def __init__(self, failed: list[tuple[Event, KafkaError]]) -> None:
+    def __init__(self, failed: list[tuple[dict[str, Any], KafkaError]]) -> None:
         first = failed[0][1].str() if failed else ""
         super().__init__(f"{len(failed)} event(s) were not delivered; first error: {first}")
         self.failed = failed
 
 
 class Client:
-    """Track events and user properties from Python. Thread-safe for ``track``/``set``."""
+    """Track events and user properties from Python.
+
+    Events go out without an ``event_id`` unless you pass one: the people
+    topology derives it from the content, exactly as for any producer, so a
+    re-sent event still dedups and the SDK stays fast.
+    """
 
     def __init__(
         self,
@@ -58,53 +64,72 @@ class Client:
         if settings is None:
             settings = load_settings(broker=broker) if broker else load_settings()
         self._topic = settings.topic(EVENTS)
-        self._decoder: Decoder = settings.decoder()
+        self._max_bytes = settings.max_event_bytes
+        self._max_future_ms = int(settings.max_future_hours * 3_600_000)
         self._source = source
         self._on_error = on_error
-        self._failed: list[tuple[Event, KafkaError]] = []
+        self._failed: list[tuple[dict[str, Any], KafkaError]] = []
+        self._unpolled = 0
         self._producer = Producer(producer_config(
             settings, **{"linger.ms": linger_ms, "queue.buffering.max.messages": 1_000_000,
-                         "batch.num.messages": 10_000, **(producer_overrides or {})}))
+                         "batch.num.messages": 10_000, "on_delivery": self._delivered,
+                         **(producer_overrides or {})}))
 
     def track(self, uid: str | int, event: str, properties: Mapping[str, Any] | None = None,
-              ts: Any = None, event_id: str | None = None) -> Event:
-        """Send one event. ``ts`` defaults to now; any form the contract accepts works."""
-        return self._send({"uid": uid, "event": event, "properties": dict(properties or {}),
-                           "ts": _now_ms() if ts is None else ts, "event_id": event_id})
+              ts: Any = None, event_id: str | None = None) -> None:
+        """Send one event. ``ts`` defaults to now; any form the contract accepts works.
 
-    def set(self, uid: str | int, properties: Mapping[str, Any], ts: Any = None) -> Event:
+        Raises :class:`cardflow.events.Rejected` (a ValueError) for an invalid event.
+        """
+        if not isinstance(event, str) or not event:
+            raise Rejected(Reason.MISSING_EVENT if not event else Reason.BAD_FIELD,
+                           f"event must be a non-empty string, got {event!r}")
+        if properties is not None and not isinstance(properties, Mapping):
+            raise Rejected(Reason.BAD_FIELD, f"properties must be a mapping, got {type(properties).__name__}")
+        obj: dict[str, Any] = {"uid": _uid(uid), "event": event, "ts": self._ts(ts),
+                               "properties": dict(properties) if properties else {}}
+        if event_id:
+            obj["event_id"] = event_id
+        self._send(obj)
+
+    def set(self, uid: str | int, properties: Mapping[str, Any], ts: Any = None) -> None:
         """Set user properties (the latest event time wins per property)."""
-        return self._send({"uid": uid, "event": "$set", "$set": dict(properties),
-                           "ts": _now_ms() if ts is None else ts})
+        self._send({"uid": _uid(uid), "event": "$set", "ts": self._ts(ts), "properties": {},
+                    "$set": _props(properties)})
 
-    def set_once(self, uid: str | int, properties: Mapping[str, Any], ts: Any = None) -> Event:
+    def set_once(self, uid: str | int, properties: Mapping[str, Any], ts: Any = None) -> None:
         """Set user properties only where not yet set (the earliest event time wins)."""
-        return self._send({"uid": uid, "event": "$set_once", "$set_once": dict(properties),
-                           "ts": _now_ms() if ts is None else ts})
+        self._send({"uid": _uid(uid), "event": "$set_once", "ts": self._ts(ts), "properties": {},
+                    "$set_once": _props(properties)})
 
-    def _send(self, obj: dict[str, Any]) -> Event:
+    def _ts(self, ts: Any) -> int:
+        if ts is None:
+            return int(time.time() * 1000)
+        return parse_ts(ts, max_future_ms=self._max_future_ms)
+
+    def _send(self, obj: dict[str, Any]) -> None:
         if self._source:
             obj["source"] = self._source
-        event = self._decoder.object(obj)  # raises Rejected (a ValueError) on bad input
-        payload = event.to_bytes()
-
-        def delivered(err: KafkaError | None, _msg: object) -> None:
-            self._delivered(event, err)
-
+        payload = dumps(obj)
+        if len(payload) > self._max_bytes:
+            raise Rejected(Reason.TOO_LARGE, f"event is {len(payload)} bytes; the limit is {self._max_bytes}")
+        key = obj["uid"].encode()
         while True:
             try:
-                self._producer.produce(self._topic, payload, event.key, headers=_VIA,
-                                       on_delivery=delivered)
+                self._producer.produce(self._topic, payload, key, headers=_VIA)
                 break
             except BufferError:
                 # Queue full: block the caller (backpressure) while the producer drains.
                 self._producer.poll(0.05)
-        self._producer.poll(0)
-        return event
+        self._unpolled += 1
+        if self._unpolled >= 1000:  # serve delivery reports without paying a poll per event
+            self._producer.poll(0)
+            self._unpolled = 0
 
-    def _delivered(self, event: Event, err: KafkaError | None) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
             return
+        event = json.loads(msg.value())
         if self._on_error is not None:
             self._on_error(event, err)
         else:
@@ -132,5 +157,16 @@ class Client:
             self._producer.flush(5)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+def _uid(uid: Any) -> str:
+    if type(uid) is str and uid:
+        return uid
+    if isinstance(uid, bool) or not isinstance(uid, str | int) or uid == "":
+        raise Rejected(Reason.MISSING_UID if uid in ("", None) else Reason.BAD_FIELD,
+                       f"uid must be a non-empty string or an integer, got {uid!r}")
+    return str(uid)
+
+
+def _props(properties: Any) -> dict[str, Any]:
+    if not isinstance(properties, Mapping):
+        raise Rejected(Reason.BAD_FIELD, f"properties must be a mapping, got {type(properties).__name__}")
+    return dict(properties)

@@ -8,11 +8,11 @@ are reported by index and reason; the valid ones are still accepted.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import zlib
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
@@ -73,7 +73,7 @@ def _items(body: bytes, content_type: str) -> list[Any]:
             if not line.strip():
                 continue
             try:
-                items.append(json.loads(line))
+                items.append(orjson.loads(line))
             except ValueError as exc:
                 items.append(Rejected(Reason.NOT_JSON, f"not valid JSON: {exc}"))
         return items
@@ -81,7 +81,7 @@ def _items(body: bytes, content_type: str) -> list[Any]:
         raise error(415, "unsupported_media_type",
                     f"Content-Type {content_type!r}: send application/json or application/x-ndjson")
     try:
-        value = json.loads(body)
+        value = orjson.loads(body)
     except ValueError as exc:
         raise error(400, "not_json", f"the body is not valid JSON: {exc}") from None
     return value if isinstance(value, list) else [value]

@@ -175,7 +175,7 @@ def test_sdk_surfaces_delivery_failures(tmp_path: Path) -> None:
     port = free_port()  # nothing listens here
     settings = load_settings(env={}, broker=f"127.0.0.1:{port}")
     failures = []
-    client = Client(settings=settings, on_error=lambda e, err: failures.append((e.uid, err.str())),
+    client = Client(settings=settings, on_error=lambda e, err: failures.append((e["uid"], err.str())),
                     producer_overrides={"message.timeout.ms": 1500})
     client.track("u", "view", ts=1_795_000_000)
     client.flush(10)
@@ -184,5 +184,5 @@ def test_sdk_surfaces_delivery_failures(tmp_path: Path) -> None:
     silent.track("u", "view", ts=1_795_000_000)
     with pytest.raises(DeliveryError, match="1 event\\(s\\) were not delivered"):
         silent.flush(10)
-    with pytest.raises(ValueError, match="no user id"):
+    with pytest.raises(ValueError, match="uid must be a non-empty string"):
         silent.track("", "view")
