@@ -1,24 +1,40 @@
-"""The profiles agent: decodes each event, dead-letters what it cannot use, folds the rest.
+"""The profiles agent: events → profiles table → profile-changes, or → events-dlq.
 
-Runs with ``concurrency=1`` because it updates a table: with more, Faust can
-commit an offset past a message still being folded.
+Per batch: decode and validate every record, dead-letter what cannot be
+used, re-route records that sit on the wrong partition, fold each user's
+events with every profile script, write each changed profile back once,
+and emit one profile change per changed user.
+
+Runs with ``concurrency=1`` because it updates a table. The batch body has
+no ``await``: every send is buffered (``send_soon``) and Faust flushes the
+producer before it commits offsets, so a batch is never half-done when the
+worker is cancelled. ``take_events`` acks a batch even when the body raises,
+so an unexpected error ends the process at once, before anything commits;
+the batch is then consumed again and deduplicated.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
-from typing import Any
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass
 
 import faust
+import orjson
 from aiokafka.partitioner import murmur2
+from faust.streams import _current_event  # noqa: PLC2701 - see _as_current
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cardflow.codec import AvroCodec
-from cardflow.events import Decoder, Event, Rejected
+from cardflow.events import Decoder, Event, Reason, Rejected
+from cardflow.profiles import ProfileScript, fold_events
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = AvroCodec.named("DeadLetter")
+PROFILE_CHANGE = AvroCodec.named("ProfileChange")
 
 
 def dead_letter(message: faust.types.Message, reason: str, text: str,
@@ -32,49 +48,136 @@ def dead_letter(message: faust.types.Message, reason: str, text: str,
     })
 
 
-def register_profiles_agent(
-    app: faust.App,
-    events: faust.TopicT,
-    profiles: faust.Table,
-    changes: faust.TopicT,
-    dlq: faust.TopicT,
-    decoder: Decoder,
-) -> faust.types.AgentT:
-    """Register the agent on ``app``: events → profiles table → profile-changes, or → events-dlq."""
-
-    partitions = events.partitions or app.conf.topic_partitions
-
-    @app.agent(events, name="profiles", concurrency=1)
-    async def fold(stream: faust.StreamT[bytes]) -> None:
-        async for record in stream.events():
-            message = record.message
-            try:
-                event = decoder.record(record.value)
-            except Rejected as exc:
-                await dlq.send(key=message.key, value=dead_letter(message, exc.reason.value, exc.message))
-                continue
-            home = uid_partition(event.key, partitions)
-            if message.partition != home:
-                # Produced without the uid key or with another partitioner: send the original
-                # bytes to the uid's partition, so one user's events stay on one partition.
-                origin = f"{message.partition}/{message.offset}".encode()
-                await events.send(key=event.key, value=message.value, partition=home,
-                                  headers={"cardflow-rerouted-from": origin})
-                continue
-            await _fold(event, profiles, changes)
-
-    return fold
-
-
 def uid_partition(key: bytes, partitions: int) -> int:
     """The partition of a uid key under the Java (murmur2) partitioner."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-async def _fold(event: Event, profiles: faust.Table, changes: faust.TopicT) -> None:
-    profile: dict[str, Any] = dict(profiles[event.uid] or {"events": 0})
-    profile["events"] += 1
-    # Write back: in-place mutation of a table value is not changelogged.
-    profiles[event.uid] = profile
-    await changes.send(key=event.key, value=json.dumps(
-        {"uid": event.uid, "events": profile["events"]}).encode())
+class PeopleMetrics:
+    """Counters proving one in, one out: consumed = folded + duplicates + dead_lettered + rerouted."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.consumed = Counter("cardflow_people_consumed", "records consumed from events",
+                                registry=registry)
+        self.folded = Counter("cardflow_people_folded", "events folded into profiles", registry=registry)
+        self.duplicates = Counter("cardflow_people_duplicates", "re-delivered or re-sent events skipped",
+                                  registry=registry)
+        self.dead_lettered = Counter("cardflow_people_dead_lettered", "records sent to events-dlq",
+                                     ["reason"], registry=registry)
+        self.rerouted = Counter("cardflow_people_rerouted",
+                                "records re-sent to their uid's partition", registry=registry)
+        self.batch_seconds = Histogram("cardflow_people_batch_seconds", "time to process one batch",
+                                       registry=registry,
+                                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.batch_size = Histogram("cardflow_people_batch_size", "records per batch", registry=registry,
+                                    buckets=(1, 10, 100, 500, 1000, 2000, 5000))
+        self.lag = Gauge("cardflow_people_lag", "records in events not yet processed", ["partition"],
+                         registry=registry)
+
+
+@dataclass
+class Topics:
+    events: faust.TopicT
+    changes: faust.TopicT
+    dlq: faust.TopicT
+
+
+class ProfileFolder:
+    """Processes one batch of the events topic. Synchronous on purpose (see the module doc)."""
+
+    def __init__(self, profiles: faust.Table, topics: Topics, decoder: Decoder,
+                 scripts: tuple[ProfileScript, ...], horizon_ms: int, partitions: int,
+                 metrics: PeopleMetrics) -> None:
+        self.profiles = profiles
+        self.topics = topics
+        self.decoder = decoder
+        self.scripts = scripts
+        self.horizon_ms = horizon_ms
+        self.partitions = partitions
+        self.metrics = metrics
+        self.last_offsets: dict[int, int] = {}
+
+    def process(self, batch: list[faust.EventT]) -> None:
+        metrics = self.metrics
+        metrics.consumed.inc(len(batch))
+        metrics.batch_size.observe(len(batch))
+        by_uid: dict[str, list[tuple[Event, int]]] = defaultdict(list)
+        records: dict[str, dict[int, faust.EventT]] = defaultdict(dict)
+        now_ms = int(time.time() * 1000)
+        for record in batch:
+            message = record.message
+            self.last_offsets[message.partition] = message.offset
+            try:
+                event = self.decoder.record(message.value, now_ms)
+            except Rejected as exc:
+                self._dead_letter(message, exc.reason.value, exc.message)
+                continue
+            home = uid_partition(event.key, self.partitions)
+            if message.partition != home:
+                # Produced without the uid key or with another partitioner: send the original
+                # bytes to the uid's partition, so one user's events stay on one partition.
+                self.topics.events.send_soon(
+                    key=event.key, value=message.value, partition=home,
+                    headers={"cardflow-rerouted-from": f"{message.partition}/{message.offset}".encode()})
+                metrics.rerouted.inc()
+                continue
+            by_uid[event.uid].append((event, message.offset))
+            records[event.uid][message.offset] = record
+        for uid, events in by_uid.items():
+            self._fold_user(uid, events, records[uid])
+
+    def _fold_user(self, uid: str, events: list[tuple[Event, int]],
+                   records: dict[int, faust.EventT]) -> None:
+        result = fold_events(self.profiles.get(uid), events, self.scripts, self.horizon_ms)
+        for _, offset, script, exc in result.failed:
+            self._dead_letter(records[offset].message, Reason.PROFILE_SCRIPT_ERROR.value,
+                              f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
+        anchor = records[events[-1][1]]
+        self.metrics.folded.inc(result.folded)
+        self.metrics.duplicates.inc(result.duplicates)
+        with _as_current(anchor):
+            # Written back even when nothing changed: a re-delivered batch then brings the
+            # changelog up to what the local store already holds.
+            self.profiles[uid] = orjson.dumps(result.value)
+        if result.changed:
+            meta = result.value["meta"]
+            self.topics.changes.send_soon(key=uid.encode(), value=PROFILE_CHANGE.encode({
+                "uid": uid, "version": meta["version"], "changed": result.changed,
+                "max_ts": meta["max_ts"], "partition": anchor.message.partition}))
+
+    def _dead_letter(self, message: faust.types.Message, reason: str, text: str,
+                     detail: str | None = None) -> None:
+        self.topics.dlq.send_soon(key=message.key, value=dead_letter(message, reason, text, detail))
+        self.metrics.dead_lettered.labels(reason).inc()
+
+
+class _as_current:
+    """Faust's store and changelog put a table write on the partition of the *current* event.
+    In a batch that is the batch's last record, so each user's write is made under one of
+    that user's own records instead (Faust has no public API for this)."""
+
+    def __init__(self, event: faust.EventT) -> None:
+        self._ref = weakref.ref(event)
+
+    def __enter__(self) -> None:
+        self._token = _current_event.set(self._ref)
+
+    def __exit__(self, *_: object) -> None:
+        _current_event.reset(self._token)
+
+
+def register_profiles_agent(app: faust.App, topics: Topics, folder: ProfileFolder,
+                            batch_size: int, batch_within: float) -> faust.types.AgentT:
+    @app.agent(topics.events, name="profiles", concurrency=1)
+    async def fold(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(batch_size, within=batch_within):  # type: ignore[attr-defined]
+            started = time.perf_counter()
+            try:
+                folder.process(list(batch))
+            except BaseException:
+                log.critical("profiles batch failed; exiting before its offsets commit", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
+            folder.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    return fold

@@ -132,12 +132,29 @@ class Settings(BaseSettings):
         default=(), description="field mappings of self-describing sources (YAML list or JSON)"
     )
 
+    # People topology
+    profile_scripts: tuple[str, ...] = Field(
+        ("cardflow.standard",), description="modules (or module:attr) holding profile scripts"
+    )
+    dedup_horizon_days: float = Field(7.0, gt=0, le=3650, description="event-time horizon of id dedup")
+    batch_size: int = Field(2000, ge=1, le=100_000, description="records per profiles batch")
+    batch_within_ms: int = Field(100, ge=1, le=60_000, description="longest wait to fill a batch")
+    worker_urls: tuple[str, ...] = Field(
+        ("http://127.0.0.1:6066",), description="people workers' web servers, for profile lookups"
+    )
+    wait_timeout_ms: int = Field(10_000, ge=100, description="POST /v1/events?wait=true gives up (504)")
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _tokens(cls, value: Any) -> Any:
         return parse_tokens(value) if isinstance(value, str) else value
+
+    @field_validator("profile_scripts", "worker_urls", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -238,6 +255,8 @@ class Settings(BaseSettings):
                 continue
             if name == "api_tokens":
                 value = ";".join(f"{t}:{','.join(sorted(s))}" for t, s in value.items())
+            elif name in ("profile_scripts", "worker_urls"):
+                value = ",".join(value)
             elif name == "sources":
                 value = json.dumps([dataclasses.asdict(m) for m in getattr(self, name)])
             elif isinstance(value, SecretStr):

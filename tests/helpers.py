@@ -112,3 +112,10 @@ def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 
     finally:
         consumer.close()
     return messages
+
+
+def profile_change(message: Any) -> dict[str, Any]:
+    """A profile-changes record, decoded."""
+    from cardflow.codec import AvroCodec
+
+    return AvroCodec.named("ProfileChange").decode(message.value())

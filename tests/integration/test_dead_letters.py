@@ -13,7 +13,7 @@ from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
 from cardflow.events import decode_event, encode_avro
 
-from ..helpers import consume_all, wait_until
+from ..helpers import consume_all, profile_change, wait_until
 
 TS = 1_795_000_000  # 2026-11-18, seconds
 
@@ -96,7 +96,7 @@ def test_malformed_corpus_is_dead_lettered_once_each(settings: Settings, service
         assert letter["value"] == value and letter["topic"] == topic and letter["message"]
 
     changes = consume_all(settings, "profile-changes", 3)
-    assert sorted(json.loads(m.value())["uid"] for m in changes) == ["good-1", "good-2", "good-3"]
+    assert sorted(profile_change(m)["uid"] for m in changes) == ["good-1", "good-2", "good-3"]
     assert worker.proc.poll() is None, worker.output()[-3000:]
 
     def cli(*args: str, env: dict[str, str] | None = None) -> str:
@@ -140,8 +140,8 @@ def test_replay_after_fixing_the_field_mapping(settings: Settings, service) -> N
 
     def all_folded() -> bool:
         for m in consume_all(fixed, "profile-changes", 5, timeout=5):
-            change = json.loads(m.value())
-            seen[change["uid"]] = change["events"]
+            change = profile_change(m)
+            seen[change["uid"]] = change["version"]
         assert worker.proc.poll() is None, worker.output()[-3000:]
         return sorted(seen) == [f"t{i}" for i in range(5)]
 

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
 
-from ..helpers import consume_all, wait_until
+from ..helpers import consume_all, profile_change, wait_until
 
 
 def _producer(settings: Settings) -> Producer:
@@ -39,8 +39,8 @@ def test_confluent_produce_is_folded_by_the_people_worker(settings: Settings, se
     def folded() -> bool:
         msg = consumer.poll(0.5)
         if msg is not None and msg.error() is None:
-            change = json.loads(msg.value())
-            latest[change["uid"]] = change["events"]
+            change = profile_change(msg)
+            latest[change["uid"]] = change["version"]
         assert worker.proc.poll() is None, worker.output()[-3000:]
         return latest == sent
 
@@ -89,5 +89,5 @@ def test_worker_reads_every_compression_codec(settings: Settings, service) -> No
         producer.produce(settings.topic("events"), key=f"c-{codec}".encode(), value=json.dumps(event))
         assert producer.flush(30) == 0
     changes = consume_all(settings, "profile-changes", len(codecs))
-    assert sorted(json.loads(m.value())["uid"] for m in changes) == sorted(f"c-{c}" for c in codecs)
+    assert sorted(profile_change(m)["uid"] for m in changes) == sorted(f"c-{c}" for c in codecs)
     assert worker.proc.poll() is None

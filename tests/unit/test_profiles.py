@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from cardflow.events import Event, derive_event_id
+from cardflow.profiles import ProfileScriptError, fold_events, load_scripts, profile_script
+from cardflow.standard import DAY_MS, active_days, standard, standard_script, user_property
+
+HORIZON = 7 * DAY_MS
+T0 = 1_790_000_000_000
+
+
+def _event(uid: str, name: str, ts: int, set_: dict | None = None, once: dict | None = None,
+           props: dict | None = None) -> Event:
+    props, set_, once = props or {}, set_ or {}, once or {}
+    return Event(derive_event_id(uid, name, ts, props, set_, once), uid, name, ts, props, set_, once)
+
+
+def _random_events(n: int, seed: int = 1) -> list[Event]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ts = T0 + rng.randrange(0, 500) * DAY_MS + rng.randrange(DAY_MS)
+        name = rng.choice(["view", "buy", "signup", "share"])
+        set_ = {"plan": rng.choice(["free", "team", "pro"]), "n": i} if rng.random() < 0.3 else None
+        once = {"first": rng.choice("abc")} if rng.random() < 0.2 else None
+        # Same-ts ties on purpose: the tiebreak must be deterministic.
+        if rng.random() < 0.05 and out:
+            ts = out[-1].ts
+        out.append(_event("u", name, ts, set_, once, {"i": i}))
+    return out
+
+
+def _fold_all(events: list[Event], batch: int) -> bytes:
+    stored = None
+    offset = 0
+    for start in range(0, len(events), batch):
+        chunk = []
+        for event in events[start:start + batch]:
+            chunk.append((event, offset))
+            offset += 1
+        stored = orjson.dumps(fold_events(stored, chunk, (standard,), HORIZON).value)
+    return orjson.dumps(orjson.loads(stored)["profile"], option=orjson.OPT_SORT_KEYS)
+
+
+def test_order_independence_byte_identical() -> None:
+    events = _random_events(3000)
+    baseline = _fold_all(events, 100)
+    for seed in (2, 3):
+        shuffled = events[:]
+        random.Random(seed).shuffle(shuffled)
+        assert _fold_all(shuffled, 37 * seed) == baseline
+
+
+def test_standard_fields() -> None:
+    events = [
+        _event("u", "view", T0, {"plan": "free"}, {"src": "ad"}),
+        _event("u", "buy", T0 + DAY_MS, {"plan": "team"}, {"src": "mail"}),
+        _event("u", "view", T0 + 3 * DAY_MS),
+        _event("u", "view", T0 + 3 * DAY_MS + 5),
+    ]
+    result = fold_events(None, [(e, i) for i, e in enumerate(events)], (standard,), HORIZON)
+    profile = result.value["profile"]
+    assert profile["first_seen"] == T0 and profile["last_seen"] == T0 + 3 * DAY_MS + 5
+    assert profile["events"] == {"view": 3, "buy": 1}
+    day0 = T0 // DAY_MS
+    assert active_days(profile, "view") == [day0, day0 + 3]
+    assert active_days(profile) == [day0, day0 + 1, day0 + 3]
+    assert user_property(profile, "plan") == "team" and user_property(profile, "src") == "ad"
+    assert result.folded == 4 and result.duplicates == 0 and result.max_ts == T0 + 3 * DAY_MS + 5
+    assert result.changed == ["days", "events", "first_seen", "last_seen", "properties", "properties_once"]
+
+
+def test_active_days_window_is_bounded() -> None:
+    script = standard_script(window_days=10)
+    events = [_event("u", "view", T0 + d * DAY_MS) for d in (0, 5, 12, 30)]
+    profile = fold_events(None, [(e, i) for i, e in enumerate(events)], (script,), HORIZON).value["profile"]
+    day0 = T0 // DAY_MS
+    assert active_days(profile, "view") == [day0 + 30]
+    assert len(profile["days"]["view"][1]) <= 3  # 10 bits at most
+
+
+def test_redelivered_offsets_and_resent_events_dedup() -> None:
+    a, b = _event("u", "view", T0), _event("u", "buy", T0 + 1)
+    first = fold_events(None, [(a, 10), (b, 11)], (standard,), HORIZON)
+    stored = orjson.dumps(first.value)
+    again = fold_events(stored, [(a, 10), (b, 11)], (standard,), HORIZON)
+    assert (again.folded, again.duplicates) == (0, 2)
+    resent = fold_events(stored, [(a, 12), (b, 13)], (standard,), HORIZON)
+    assert (resent.folded, resent.duplicates) == (0, 2)
+    assert resent.value["profile"] == first.value["profile"] and resent.value["meta"]["offset"] == 13
+
+
+def test_ids_are_pruned_beyond_the_horizon() -> None:
+    old, new = _event("u", "view", T0), _event("u", "view", T0 + 30 * DAY_MS)
+    result = fold_events(None, [(old, 0), (new, 1)], (standard,), HORIZON)
+    assert list(result.value["meta"]["ids"]) == [new.event_id[:16]]
+
+
+def test_a_failing_script_leaves_the_event_out_entirely() -> None:
+    @profile_script("fragile", version="1")
+    def fragile(profile, event):
+        profile["touched"] = profile.get("touched", 0) + 1
+        if event.properties.get("boom"):
+            raise ValueError("boom")
+
+    ok1, ok2 = _event("u", "v", T0), _event("u", "v", T0 + 2)
+    bad = _event("u", "v", T0 + 1, props={"boom": 1})
+    result = fold_events(None, [(ok1, 0), (bad, 1), (ok2, 2)], (standard, fragile), HORIZON)
+    assert result.folded == 2 and [(e.event_id, o, name) for e, o, name, _ in result.failed] == [
+        (bad.event_id, 1, "fragile")]
+    assert result.value["profile"]["touched"] == 2 and result.value["profile"]["events"] == {"v": 2}
+    assert result.value["meta"]["offset"] == 2
+
+
+def test_load_scripts() -> None:
+    assert load_scripts(["cardflow.standard"]) == (standard,)
+    assert load_scripts(["cardflow.standard:standard"]) == (standard,)
+    with pytest.raises(ProfileScriptError, match="cannot be imported"):
+        load_scripts(["no.such.module"])
+    with pytest.raises(ProfileScriptError, match="holds no ProfileScript"):
+        load_scripts(["cardflow.events"])
