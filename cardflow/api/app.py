@@ -14,6 +14,7 @@ from .errors import json_errors
 from .health import add_health_routes
 from .ingest import add_ingest_routes
 from .openapi import add_openapi_route
+from .profiles import add_profile_routes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def create_api(settings: Settings) -> web.Application:
     app[SETTINGS_KEY] = settings
     add_health_routes(app, settings, registry)
     add_ingest_routes(app, settings, registry)
+    add_profile_routes(app, settings)
     add_openapi_route(app)
     if not settings.api_tokens:
         log.warning("CARDFLOW_API_TOKENS is empty: the API accepts requests without a token")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -23,6 +23,7 @@ from cardflow.events import Decoder, Event, Reason, Rejected
 
 from .auth import SETTINGS_KEY, require
 from .errors import error
+from .profiles import wait_folded
 
 PRODUCER_KEY = web.AppKey("producer", AsyncProducer)
 _VIA: list[tuple[str, str | bytes | None]] = [("cardflow-via", b"http")]
@@ -148,9 +149,17 @@ async def _produce(request: web.Request, items: list[Any]) -> web.Response:
                         headers={"Retry-After": "5"}, accepted=acked, rejected=rejected)
         raise error(502, "delivery_failed", f"Kafka refused {len(failures)} event(s): {failures[0]}",
                     accepted=acked, rejected=rejected)
-    return web.json_response(
-        {"accepted": acked, "rejected": rejected, "event_ids": [e.event_id for _, e, _ in valid]},
-        status=202)
+    body: dict[str, Any] = {"accepted": acked, "rejected": rejected,
+                            "event_ids": [e.event_id for _, e, _ in valid]}
+    if request.query.get("wait", "").lower() in ("1", "true", "yes"):
+        targets: dict[str, int] = {}
+        for (_, event, _), result in zip(valid, results, strict=True):
+            offset = cast(tuple[int, int], result)[1]
+            targets[event.uid] = max(offset, targets.get(event.uid, -1))
+        if not await wait_folded(request.app, targets, wait=settings.wait_timeout_ms / 1000):
+            message = f"the events are stored but not all in profiles after {settings.wait_timeout_ms} ms"
+            raise error(504, "not_yet_folded", message, None, **body)
+    return web.json_response(body, status=202)
 
 
 async def _settled(futures: list[asyncio.Future[Any]], wait: float) -> int:

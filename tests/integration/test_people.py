@@ -1,0 +1,252 @@
+"""The people topology on the real broker: order independence, dedup, crashes, recovery, rebalances."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import threading
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from cardflow.config import Settings
+from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.local_kafka import free_port
+
+from ..helpers import http, read_table, start_api, wait_until
+
+T0 = 1_790_000_000_000  # 2026-09-21
+DAY = 86_400_000
+NAMES = ["page_view"] * 6 + ["feature_used"] * 3 + ["purchase", "signup"]
+
+
+def make_events(n: int, users: int, seed: int = 1) -> list[dict[str, Any]]:
+    """Zipf-ish activity; every ($set) event of a user has its own time, so the truth needs no tiebreak."""
+    rng = random.Random(seed)
+    used: set[tuple[str, int]] = set()
+    events = []
+    for i in range(n):
+        uid = f"u{min(int(rng.paretovariate(1.1)) - 1, users - 1)}"
+        ts = T0 + rng.randrange(90 * DAY)
+        while (uid, ts) in used:
+            ts += 1
+        used.add((uid, ts))
+        event: dict[str, Any] = {"uid": uid, "event": rng.choice(NAMES), "ts": ts, "properties": {"i": i}}
+        if rng.random() < 0.2:
+            event["$set"] = {"plan": rng.choice(["free", "team", "pro"]), "country": rng.choice("ABCDE")}
+        events.append(event)
+    return events
+
+
+def truth(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What each profile must hold, computed here from the events alone."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        p = out.setdefault(e["uid"], {"first_seen": e["ts"], "last_seen": e["ts"], "events": {},
+                                      "properties": {}})
+        p["first_seen"] = min(p["first_seen"], e["ts"])
+        p["last_seen"] = max(p["last_seen"], e["ts"])
+        p["events"][e["event"]] = p["events"].get(e["event"], 0) + 1
+        for k, v in e.get("$set", {}).items():
+            if k not in p["properties"] or e["ts"] > p["properties"][k][1]:
+                p["properties"][k] = (v, e["ts"])
+    for p in out.values():
+        p["properties"] = {k: v for k, (v, _) in p["properties"].items()}
+    return out
+
+
+def summary(profile: dict[str, Any]) -> dict[str, Any]:
+    return {"first_seen": profile["first_seen"], "last_seen": profile["last_seen"],
+            "events": profile["events"],
+            "properties": {k: v[0] for k, v in profile.get("properties", {}).items()}}
+
+
+def produce(settings: Settings, events: list[dict[str, Any]], rate: float | None = None) -> None:
+    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
+                         "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
+    topic = settings.topic("events")
+    started = time.monotonic()
+    for i, event in enumerate(events):
+        producer.produce(topic, key=event["uid"].encode(), value=orjson.dumps(event))
+        if i % 1000 == 0:
+            producer.poll(0)
+            if rate:
+                time.sleep(max(0.0, started + i / rate - time.monotonic()))
+    assert producer.flush(60) == 0
+
+
+def metrics(settings: Settings) -> dict[str, float]:
+    status, _, text = http("GET", f"http://127.0.0.1:{settings.worker_web_port}/metrics/")
+    assert status == 200, text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("cardflow_people_") and "_total" in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = values.get(name, 0.0) + float(value)
+    return values
+
+
+def wait_profiles(settings: Settings, expected: dict[str, dict[str, Any]], timeout: float = 180) -> dict:
+    def matches() -> dict | None:
+        table = read_table(settings)
+        got = {uid: summary(v["profile"]) for uid, v in table.items()}
+        return table if got == expected else None
+
+    return wait_until(matches, timeout=timeout, interval=2, what="profiles to equal the ground truth")
+
+
+def _pipeline(settings: Settings, service, events: list[dict[str, Any]]) -> tuple[bytes, Settings]:
+    ensure_topics(settings)
+    worker = service(["worker", "people"], settings)
+    produce(settings, events)
+    table = wait_profiles(settings, truth(events))
+    assert worker.proc.poll() is None
+    canonical = orjson.dumps({uid: v["profile"] for uid, v in table.items()}, option=orjson.OPT_SORT_KEYS)
+    return canonical, settings
+
+
+def test_order_independence_and_dedup(settings: Settings, service) -> None:
+    events = make_events(10_000, 500)
+    outcomes = []
+    for order in range(3):
+        shuffled = events[:]
+        random.Random(order).shuffle(shuffled)
+        variant = settings.replace(topic_prefix=f"{settings.topic_prefix}o{order}-",
+                                   worker_web_port=free_port())
+        outcomes.append(_pipeline(variant, service, shuffled)[0])
+    assert outcomes[0] == outcomes[1] == outcomes[2], "profiles differ between orders"
+
+    # Every event twice (some at once, some much later), plus junk and key-less records.
+    doubled = events + events[::-1]
+    variant = settings.replace(topic_prefix=f"{settings.topic_prefix}dup-", worker_web_port=free_port())
+    ensure_topics(variant)
+    worker = service(["worker", "people"], variant)
+    produce(variant, doubled)
+    junk = Producer(variant.kafka_client_config())
+    for i in range(25):
+        junk.produce(variant.topic("events"), value=b"not json %d" % i)
+    extra = {"uid": "keyless", "event": "signup", "ts": T0}
+    junk.produce(variant.topic("events"), value=json.dumps(extra).encode())
+    assert junk.flush(30) == 0
+    expected = truth([*events, extra])
+    table = wait_profiles(variant, expected)
+    without_extra = {uid: v["profile"] for uid, v in table.items() if uid != "keyless"}
+    assert orjson.dumps(without_extra, option=orjson.OPT_SORT_KEYS) == outcomes[0]
+
+    def balanced() -> dict[str, float] | None:
+        m = metrics(variant)
+        out = (m["cardflow_people_folded_total"] + m["cardflow_people_duplicates_total"]
+               + m.get('cardflow_people_dead_lettered_total{reason="not_json"}', 0)
+               + m["cardflow_people_rerouted_total"])
+        return m if m["cardflow_people_consumed_total"] == len(doubled) + 26 + m[
+            "cardflow_people_rerouted_total"] and out == m["cardflow_people_consumed_total"] else None
+
+    m = wait_until(balanced, timeout=60, what="one in, one out counters to balance")
+    assert m["cardflow_people_folded_total"] == len(events) + 1
+    assert m["cardflow_people_duplicates_total"] == len(events)
+    assert m['cardflow_people_dead_lettered_total{reason="not_json"}'] == 25
+    assert worker.proc.poll() is None
+
+
+def test_kill_9_mid_stream_then_rebuild_from_changelog(settings: Settings, service) -> None:
+    ensure_topics(settings)
+    events = make_events(200_000, 5_000, seed=7)
+    expected = truth(events)
+    worker = service(["worker", "people"], settings)
+    feeder = threading.Thread(target=produce, args=(settings, events, 40_000))
+    feeder.start()
+    wait_until(lambda: metrics(settings).get("cardflow_people_folded_total", 0) > 30_000, timeout=120,
+               what="the worker to be mid-stream")
+    worker.stop(signal.SIGKILL)
+    feeder.join()
+    worker = service(["worker", "people"], settings)
+    wait_profiles(settings, expected, timeout=300)
+    assert worker.proc.poll() is None
+
+    # Lose the worker's disk: the profiles come back from the changelog.
+    assert worker.stop() == 0
+    shutil.rmtree(settings.data_dir / "workers")
+    worker = service(["worker", "people"], settings)
+    sample = random.Random(3).sample(sorted(expected), 300)
+
+    def served() -> bool:
+        for uid in sample:
+            status, _, body = http("GET", f"http://127.0.0.1:{settings.worker_web_port}/profiles/{uid}/",
+                                   timeout=5)
+            if status != 200 or summary(body["profile"]) != expected[uid]:
+                return False
+        return True
+
+    wait_until(served, timeout=180, interval=2, what="rebuilt profiles to be served")
+    assert worker.proc.poll() is None
+
+
+def test_second_worker_joins_and_leaves_while_events_flow(settings: Settings, service) -> None:
+    ensure_topics(settings)
+    events = make_events(60_000, 2_000, seed=11)
+    first = settings.replace(worker_web_port=free_port())
+    second = settings.replace(worker_web_port=free_port(), data_dir=settings.data_dir / "second")
+    api_settings = settings.replace(worker_urls=(f"http://127.0.0.1:{first.worker_web_port}",
+                                                 f"http://127.0.0.1:{second.worker_web_port}"))
+    w1 = service(["worker", "people"], first)
+    produce(settings, events[:5_000])
+    base = start_api(service, api_settings)
+    wait_until(lambda: http("GET", f"{base}/v1/profiles/u0")[0] == 200, timeout=90,
+               what="the first profile")
+
+    failures: list[Any] = []
+    lookups = 0
+    stop = threading.Event()
+
+    def look_up() -> None:
+        nonlocal lookups
+        while not stop.is_set():
+            status, _, body = http("GET", f"{base}/v1/profiles/u0", timeout=30)
+            lookups += 1
+            if status != 200:
+                failures.append((status, body))
+            time.sleep(0.05)
+
+    looker = threading.Thread(target=look_up)
+    looker.start()
+    feeder = threading.Thread(target=produce, args=(settings, events[5_000:], 5_000))
+    feeder.start()
+    time.sleep(3)
+    w2 = service(["worker", "people"], second)
+    time.sleep(8)
+    assert w2.proc.poll() is None
+    assert w2.stop() == 0  # leaves while events still flow
+    feeder.join()
+    wait_profiles(settings, truth(events), timeout=240)
+    stop.set()
+    looker.join()
+    assert w1.proc.poll() is None
+    assert lookups > 50 and failures == [], failures[:3]
+
+
+def test_lookup_and_read_your_writes(settings: Settings, service) -> None:
+    ensure_topics(settings)
+    service(["worker", "people"], settings)
+    base = start_api(service, settings.replace(worker_urls=(f"http://127.0.0.1:{settings.worker_web_port}",)))
+    assert http("GET", f"{base}/v1/profiles/nobody")[0] == 404
+    batch = [{"uid": "ryw", "event": "view", "ts": T0 + i} for i in range(5)]
+    status, _, body = http("POST", f"{base}/v1/events?wait=true", json.dumps(batch).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 202, body
+    # No polling: the answer came only once the profile held all five events.
+    status, _, found = http("GET", f"{base}/v1/profiles/ryw")
+    assert status == 200 and found["profile"]["events"] == {"view": 5}
+
+
+def test_wait_times_out_with_504_but_keeps_the_events(settings: Settings, service) -> None:
+    ensure_topics(settings)
+    base = start_api(service, settings.replace(wait_timeout_ms=1500, worker_urls=(
+        f"http://127.0.0.1:{free_port()}",)))  # no worker: nothing folds
+    status, _, body = http("POST", f"{base}/v1/events?wait=true",
+                           json.dumps({"uid": "x", "event": "v", "ts": T0}).encode(),
+                           {"Content-Type": "application/json"})
+    assert status == 504 and body["error"] == "not_yet_folded" and body["accepted"] == 1
