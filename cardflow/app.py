@@ -50,7 +50,9 @@ def table_options(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
     """A Faust app in consumer group ``app_id`` with cardflow's defaults."""
-    datadir = settings.data_dir / "workers"
+    app_id = settings.topic_prefix + app_id
+    # One directory per app: RocksDB locks its files, and two apps must never share tables.
+    datadir = settings.data_dir / "workers" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": ";".join(f"kafka://{s.strip()}" for s in settings.broker.split(",")),
@@ -71,4 +73,4 @@ def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "agent_supervisor": "mode.CrashingSupervisor",
     }
     options.update(overrides)
-    return faust.App(settings.topic_prefix + app_id, **options)
+    return faust.App(app_id, **options)

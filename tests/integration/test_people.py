@@ -19,7 +19,7 @@ from cardflow.local_kafka import free_port
 
 from ..helpers import http, read_table, start_api, wait_until
 
-T0 = 1_790_000_000_000  # 2026-09-21
+T0 = 1_780_000_000_000  # 2026-05-28; events span 90 days after it, all in the past
 DAY = 86_400_000
 NAMES = ["page_view"] * 6 + ["feature_used"] * 3 + ["purchase", "signup"]
 
@@ -91,12 +91,23 @@ def metrics(settings: Settings) -> dict[str, float]:
 
 
 def wait_profiles(settings: Settings, expected: dict[str, dict[str, Any]], timeout: float = 180) -> dict:
+    last: list[str] = []
+
     def matches() -> dict | None:
         table = read_table(settings)
         got = {uid: summary(v["profile"]) for uid, v in table.items()}
-        return table if got == expected else None
+        if got == expected:
+            return table
+        wrong = [u for u in expected if got.get(u) != expected[u]]
+        extra = sorted(set(got) - set(expected))
+        last[:] = [f"{len(got)}/{len(expected)} users, {len(wrong)} differ, extra {extra[:3]}"] + [
+            f"{u}: got {got.get(u)} want {expected[u]}" for u in wrong[:2]]
+        return None
 
-    return wait_until(matches, timeout=timeout, interval=2, what="profiles to equal the ground truth")
+    try:
+        return wait_until(matches, timeout=timeout, interval=2, what="profiles to equal the ground truth")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {' | '.join(last)}") from None
 
 
 def _pipeline(settings: Settings, service, events: list[dict[str, Any]]) -> tuple[bytes, Settings]:
@@ -120,9 +131,11 @@ def test_order_independence_and_dedup(settings: Settings, service) -> None:
         outcomes.append(_pipeline(variant, service, shuffled)[0])
     assert outcomes[0] == outcomes[1] == outcomes[2], "profiles differ between orders"
 
-    # Every event twice (some at once, some much later), plus junk and key-less records.
+    # Every event twice (some at once, some much later), plus junk and key-less records. The
+    # events span 90 days of event time, so the dedup horizon (default 7 days) must cover that.
     doubled = events + events[::-1]
-    variant = settings.replace(topic_prefix=f"{settings.topic_prefix}dup-", worker_web_port=free_port())
+    variant = settings.replace(topic_prefix=f"{settings.topic_prefix}dup-", worker_web_port=free_port(),
+                               dedup_horizon_days=120)
     ensure_topics(variant)
     worker = service(["worker", "people"], variant)
     produce(variant, doubled)
