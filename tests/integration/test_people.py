@@ -80,7 +80,11 @@ def produce(settings: Settings, events: list[dict[str, Any]], rate: float | None
 
 
 def metrics(settings: Settings) -> dict[str, float]:
-    status, _, text = http("GET", f"http://127.0.0.1:{settings.worker_web_port}/metrics/")
+    """The worker's counters; empty while its web server is not up yet."""
+    try:
+        status, _, text = http("GET", f"http://127.0.0.1:{settings.worker_web_port}/metrics/")
+    except OSError:
+        return {}
     assert status == 200, text
     values: dict[str, float] = {}
     for line in text.splitlines():
@@ -188,8 +192,11 @@ def test_kill_9_mid_stream_then_rebuild_from_changelog(settings: Settings, servi
 
     def served() -> bool:
         for uid in sample:
-            status, _, body = http("GET", f"http://127.0.0.1:{settings.worker_web_port}/profiles/{uid}/",
-                                   timeout=5)
+            try:
+                status, _, body = http("GET", f"http://127.0.0.1:{settings.worker_web_port}/profiles/{uid}/",
+                                       timeout=5)
+            except OSError:
+                return False  # not listening yet
             if status != 200 or summary(body["profile"]) != expected[uid]:
                 return False
         return True
