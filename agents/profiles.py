@@ -23,14 +23,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import faust
-import orjson
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # noqa: PLC2701 - see _as_current
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cardflow.codec import AvroCodec
 from cardflow.events import Decoder, Event, Reason, Rejected
-from cardflow.profiles import ProfileScript, fold_events
+from cardflow.profiles import ProfileScript, encode_value, fold_events
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = AvroCodec.named("DeadLetter")
@@ -138,7 +137,7 @@ class ProfileFolder:
         with _as_current(anchor):
             # Written back even when nothing changed: a re-delivered batch then brings the
             # changelog up to what the local store already holds.
-            self.profiles[uid] = orjson.dumps(result.value)
+            self.profiles[uid] = encode_value(result.value)
         if result.changed:
             meta = result.value["meta"]
             self.topics.changes.send_soon(key=uid.encode(), value=PROFILE_CHANGE.encode({

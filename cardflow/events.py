@@ -223,6 +223,10 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
     if not isinstance(obj, dict):
         raise Rejected(Reason.NOT_OBJECT, f"an event must be a JSON object, got {_json_type(obj)}")
     mapping = next((m for m in mappings if m.applies_to(obj)), DEFAULT_MAPPING)
+    if mapping is DEFAULT_MAPPING:
+        fast = _fast_default(obj, now_ms, max_future_ms)
+        if fast is not None:
+            return fast
     uid = _lookup(obj, mapping.uid)
     if uid is _MISSING or uid is None or uid == "":
         raise Rejected(Reason.MISSING_UID, f"no user id at {mapping.uid!r} ({mapping.name} mapping)")
@@ -249,6 +253,24 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
     source = obj.get("source") if mapping is DEFAULT_MAPPING else mapping.name
     return Event(str(event_id), uid, name, ts, properties, set_, set_once,
                  source if isinstance(source, str) and source else mapping.name)
+
+
+def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int) -> Event | None:
+    """The common well-formed envelope, without the general path's lookups; None to take that path."""
+    uid, name, ts = obj.get("uid"), obj.get("event"), obj.get("ts")
+    props, set_, once = obj.get("properties", {}), obj.get("$set", {}), obj.get("$set_once", {})
+    if not (type(uid) is str and uid and type(name) is str and name and type(ts) is int
+            and type(props) is dict and type(set_) is dict and type(once) is dict):
+        return None
+    ts = parse_ts(ts, now_ms, max_future_ms)
+    event_id = obj.get("event_id")
+    if not event_id:
+        event_id = derive_event_id(uid, name, ts, props, set_, once)
+    elif type(event_id) is not str:
+        return None
+    source = obj.get("source")
+    return Event(event_id, uid, name, ts, props, set_, once,
+                 source if isinstance(source, str) and source else DEFAULT_MAPPING.name)
 
 
 def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),

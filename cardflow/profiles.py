@@ -30,7 +30,8 @@ import orjson
 from cardflow.events import Event
 
 Fold = Callable[[dict[str, Any], Event], "dict[str, Any] | None"]
-ID_CHARS = 16  # 64 bits of the event id: collisions within one user's horizon are negligible
+ID_CHARS = 12  # 48 bits of the event id: collisions among one user's recent ids are negligible
+DAY_MS = 86_400_000
 MAX_IDS = 20_000  # bound per profile, whatever the horizon
 
 
@@ -96,6 +97,24 @@ def new_value() -> dict[str, Any]:
     return {"profile": {}, "meta": {"offset": -1, "ids": {}, "version": 0, "max_ts": 0}}
 
 
+def encode_value(value: dict[str, Any]) -> bytes:
+    """The stored form: a 4-byte length, the profile's JSON, then the bookkeeping's JSON, so
+    the (small) profile can be read without parsing the (larger) dedup ids."""
+    profile = orjson.dumps(value["profile"])
+    return len(profile).to_bytes(4, "big") + profile + orjson.dumps(value["meta"])
+
+
+def decode_profile(stored: bytes) -> dict[str, Any]:
+    size = int.from_bytes(stored[:4], "big")
+    profile: dict[str, Any] = orjson.loads(stored[4:4 + size])
+    return profile
+
+
+def decode_value(stored: bytes) -> dict[str, Any]:
+    size = int.from_bytes(stored[:4], "big")
+    return {"profile": orjson.loads(stored[4:4 + size]), "meta": orjson.loads(stored[4 + size:])}
+
+
 def fold_events(
     stored: bytes | None,
     events: list[tuple[Event, int]],
@@ -108,9 +127,9 @@ def fold_events(
     events (an id seen within the horizon) count as duplicates. An event a
     script raises on is left out entirely, so a replay after a fix is safe.
     """
-    value = orjson.loads(stored) if stored else new_value()
+    value = decode_value(stored) if stored else new_value()
     meta = value["meta"]
-    ids: dict[str, int] = meta["ids"]
+    ids = _IdSet(meta["ids"])
     result = FoldResult(value)
     profile = value["profile"]
     ok: list[Event] = []
@@ -135,18 +154,57 @@ def fold_events(
         meta["version"] += 1
         meta["max_ts"] = max(meta["max_ts"], event.ts)
         result.max_ts = max(result.max_ts, event.ts)
-        if event.ts >= meta["max_ts"] - horizon_ms:
-            ids[short] = event.ts
+        ids.add(short, event.ts // DAY_MS, (meta["max_ts"] - horizon_ms) // DAY_MS)
     result.folded = len(ok)
-    _prune_ids(ids, meta["max_ts"] - horizon_ms)
+    meta["ids"] = ids.buckets((meta["max_ts"] - horizon_ms) // DAY_MS)
     value["profile"] = profile
-    before = orjson.loads(stored)["profile"] if stored else {}
+    before = decode_profile(stored) if stored else {}
     result.changed = sorted(k for k in set(before) | set(profile) if before.get(k) != profile.get(k))
     return result
 
 
+class _IdSet:
+    """Recent event ids, bucketed by event day as concatenated fixed-width strings.
+
+    Compact (13 bytes an id in JSON) and order-independent: what remains is
+    every id whose event day is within the horizon of the latest event,
+    trimmed to MAX_IDS by dropping whole oldest days.
+    """
+
+    def __init__(self, stored: dict[str, str]) -> None:
+        self._stored = stored
+        self._seen: set[str] | None = None
+        self._new: dict[int, list[str]] = {}
+
+    def __contains__(self, short: str) -> bool:
+        if self._seen is None:
+            self._seen = {chunk[i:i + ID_CHARS] for chunk in self._stored.values()
+                          for i in range(0, len(chunk), ID_CHARS)}
+        return short in self._seen
+
+    def add(self, short: str, day: int, oldest_day: int) -> None:
+        if day < oldest_day:
+            return
+        self._new.setdefault(day, []).append(short)
+        if self._seen is not None:
+            self._seen.add(short)
+
+    def buckets(self, oldest_day: int) -> dict[str, str]:
+        merged = {int(day): chunk for day, chunk in self._stored.items() if int(day) >= oldest_day}
+        for day, shorts in self._new.items():
+            if day >= oldest_day:
+                old = merged.get(day, "")
+                chunks = [old[i:i + ID_CHARS] for i in range(0, len(old), ID_CHARS)] + shorts
+                merged[day] = "".join(sorted(chunks))  # sorted: the same ids give the same bytes
+        days = sorted(merged)
+        total = sum(len(c) for c in merged.values()) // ID_CHARS
+        while total > MAX_IDS and days:
+            total -= len(merged.pop(days.pop(0))) // ID_CHARS
+        return {str(day): merged[day] for day in sorted(merged)}
+
+
 def _refold(stored: bytes | None, events: list[Event], scripts: tuple[ProfileScript, ...]) -> dict[str, Any]:
-    profile: dict[str, Any] = orjson.loads(stored)["profile"] if stored else {}
+    profile: dict[str, Any] = decode_profile(stored) if stored else {}
     for event in events:
         for script in scripts:
             profile = script(profile, event)
@@ -163,12 +221,3 @@ def _failing_script(scripts: tuple[ProfileScript, ...], stored: bytes | None, ok
         except Exception:  # noqa: BLE001 - finding which one raised
             return script.name
     return "unknown"
-
-
-def _prune_ids(ids: dict[str, int], oldest: int) -> None:
-    for key in [k for k, ts in ids.items() if ts < oldest]:
-        del ids[key]
-    if len(ids) > MAX_IDS:
-        # Keep the newest by (ts, id): a total order, so the result is order-independent.
-        for key, _ in sorted(ids.items(), key=lambda kv: (kv[1], kv[0]))[: len(ids) - MAX_IDS]:
-            del ids[key]

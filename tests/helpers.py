@@ -123,8 +123,9 @@ def profile_change(message: Any) -> dict[str, Any]:
 
 def read_table(settings: Settings, table: str = "profiles", app: str = "people") -> dict[str, dict[str, Any]]:
     """The latest value of every key of a Faust table, read from its changelog topic."""
-    import orjson
     from confluent_kafka import Consumer, TopicPartition
+
+    from cardflow.profiles import decode_value
 
     topic = f"{settings.topic_prefix}{app}-{table}-changelog"
     consumer = Consumer({**settings.kafka_client_config(), "group.id": f"table-{time.monotonic_ns()}",
@@ -146,7 +147,7 @@ def read_table(settings: Settings, table: str = "profiles", app: str = "people")
             if msg.value() is None:
                 latest.pop(msg.key().decode(), None)
             else:
-                latest[msg.key().decode()] = orjson.loads(msg.value())
+                latest[msg.key().decode()] = decode_value(msg.value())
             if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                 ends.pop(msg.partition(), None)
     finally:

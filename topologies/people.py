@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import faust
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from cardflow.agents.profiles import PeopleMetrics, ProfileFolder, Topics, register_profiles_agent
 from cardflow.app import create_app, table_options
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import EVENTS, EVENTS_DLQ, PROFILE_CHANGES
-from cardflow.profiles import load_scripts
+from cardflow.profiles import decode_value, load_scripts
 
 DAY_MS = 86_400_000
 
@@ -42,7 +41,7 @@ def build_people(settings: Settings) -> faust.App:
         stored = profiles.get(uid)
         if stored is None:
             return view.json({"error": "not_found", "message": f"no profile for uid {uid!r}"}, status=404)
-        value = orjson.loads(stored)
+        value = decode_value(stored)
         meta = value["meta"]
         return view.json({"uid": uid, "profile": value["profile"],
                          "meta": {"offset": meta["offset"], "version": meta["version"],

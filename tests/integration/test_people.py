@@ -237,7 +237,8 @@ def test_second_worker_joins_and_leaves_while_events_flow(settings: Settings, se
     feeder.start()
     time.sleep(3)
     w2 = service(["worker", "people"], second)
-    time.sleep(8)
+    wait_until(lambda: metrics(second).get("cardflow_people_consumed_total", 0) > 0, timeout=60,
+               what="the second worker to take partitions and fold")
     assert w2.proc.poll() is None
     assert w2.stop() == 0  # leaves while events still flow
     feeder.join()

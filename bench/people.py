@@ -1,0 +1,158 @@
+"""People benchmark: events/s through one people worker vs a plain confluent-kafka fold (the ceiling).
+
+Run: .venv/bin/python bench/people.py [--events N] [--users N]
+Starts its own broker on loopback. Both sides decode every event with
+cardflow's decoder and fold it with the standard profile script; the
+baseline keeps profiles in a dict (no RocksDB, no changelog, no dedup, no
+profile-changes), which is the ceiling a Python consumer reaches here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest import machine  # noqa: E402
+
+from cardflow.config import Settings, load_settings  # noqa: E402
+from cardflow.connectors.kafka_admin import ensure_topics  # noqa: E402
+from cardflow.local_kafka import LocalKafka, free_port  # noqa: E402
+from cardflow.standard import standard  # noqa: E402
+
+NAMES = ["page_view"] * 60 + ["feature_used"] * 25 + ["search"] * 10 + ["purchase"] * 3 + ["signup"] * 2
+
+
+def produce(settings: Settings, n: int, users: int) -> int:
+    """Produce ``n`` events; returns how many distinct users they came from."""
+    rng = random.Random(1)
+    uids: set[str] = set()
+    # Zipf (s = 1) over the users: user k is picked with weight 1 / (k + 1).
+    cum, total = [], 0.0
+    for k in range(users):
+        total += 1.0 / (k + 1)
+        cum.append(total)
+    picks = rng.choices(range(users), cum_weights=cum, k=n)
+    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
+                         "linger.ms": 50, "queue.buffering.max.messages": 2_000_000,
+                         "compression.type": "lz4", "batch.num.messages": 10_000})
+    topic = settings.topic("events")
+    now = int(time.time() * 1000)
+    for i in range(n):
+        uid = f"user-{picks[i]}"
+        uids.add(uid)
+        event = {"uid": uid, "event": rng.choice(NAMES), "ts": now - rng.randrange(30 * 86_400_000),
+                 "properties": {"path": "/p", "n": i}}
+        if rng.random() < 0.05:
+            event["$set"] = {"plan": rng.choice(["free", "team", "pro"]), "country": rng.choice("ABCDEFG")}
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps(event), uid.encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(120) == 0
+    return len(uids)
+
+
+def baseline(settings: Settings, n: int) -> float:
+    decoder = settings.decoder()
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": "bench-baseline",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([settings.topic("events")])
+    profiles: dict[str, dict] = {}
+    seen = 0
+    started = None
+    while seen < n:
+        for msg in consumer.consume(1000, timeout=1.0):
+            if msg.error():
+                continue
+            if started is None:
+                started = time.perf_counter()
+            event = decoder.record(msg.value())
+            profiles[event.uid] = standard(profiles.get(event.uid, {}), event)
+            seen += 1
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return n / elapsed
+
+
+def counter(port: int, name: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def worker(settings: Settings, n: int) -> dict:
+    env = {**os.environ, **settings.to_env()}
+    proc = subprocess.Popen([sys.executable, "-m", "cardflow", "worker", "people"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = settings.worker_web_port
+    try:
+        while counter(port, "cardflow_people_consumed_total") == 0:
+            time.sleep(0.05)
+        started = time.perf_counter()
+        first = counter(port, "cardflow_people_consumed_total")
+        while counter(port, "cardflow_people_consumed_total") < n:
+            time.sleep(0.2)
+            assert proc.poll() is None, "worker died"
+        elapsed = time.perf_counter() - started
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+        folded = counter(port, "cardflow_people_folded_total")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    tables = settings.data_dir / "workers"
+    disk = sum(f.stat().st_size for f in tables.rglob("*") if f.is_file())
+    return {"eps": (n - first) / elapsed, "rss_mib": rss_kib / 1024, "disk_bytes": disk, "folded": folded}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        settings = load_settings(
+            env={}, data_dir=Path(tmp), kafka_port=port, kafka_controller_port=free_port(),
+            broker=f"127.0.0.1:{port}", partitions=8, worker_web_port=free_port(),
+            log_level="warning", kafka_heap="1g")
+        broker = LocalKafka(settings)
+        broker.start()
+        try:
+            ensure_topics(settings)
+            t = time.perf_counter()
+            users = produce(settings, args.events, args.users)
+            produce_s = time.perf_counter() - t
+            ceiling = baseline(settings, args.events)
+            result = worker(settings, args.events)
+        finally:
+            broker.stop()
+    print(json.dumps({
+        "machine": machine(), "events": args.events, "users": users,
+        "produce_seconds": round(produce_s, 1),
+        "baseline_eps": round(ceiling), "worker_eps": round(result["eps"]),
+        "ratio": round(result["eps"] / ceiling, 3), "worker_peak_rss_mib": round(result["rss_mib"]),
+        "worker_disk_bytes": result["disk_bytes"],
+        "disk_bytes_per_profile": round(result["disk_bytes"] / users), "folded": result["folded"],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
