@@ -127,7 +127,11 @@ class ProfileFolder:
 
     def _fold_user(self, uid: str, events: list[tuple[Event, int]],
                    records: dict[int, faust.EventT]) -> None:
-        result = fold_events(self.profiles.get(uid), events, self.scripts, self.horizon_ms)
+        try:
+            stored = self.profiles[uid]  # one store lookup; Table.get() makes two
+        except KeyError:
+            stored = None
+        result = fold_events(stored, events, self.scripts, self.horizon_ms)
         for _, offset, script, exc in result.failed:
             self._dead_letter(records[offset].message, Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)

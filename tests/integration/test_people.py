@@ -271,3 +271,24 @@ def test_wait_times_out_with_504_but_keeps_the_events(settings: Settings, servic
                            json.dumps({"uid": "x", "event": "v", "ts": T0}).encode(),
                            {"Content-Type": "application/json"})
     assert status == 504 and body["error"] == "not_yet_folded" and body["accepted"] == 1
+
+
+def test_a_raising_profile_script_dead_letters_the_event(settings: Settings, service) -> None:
+    from cardflow.codec import AvroCodec
+
+    from ..helpers import consume_all
+
+    ensure_topics(settings)
+    scripted = settings.replace(
+        profile_scripts="cardflow.standard,tests.integration.fragile_scripts")
+    worker = service(["worker", "people"], scripted)
+    events = [{"uid": "f", "event": "view", "ts": T0 + i, "properties": {"explode": i == 1}}
+              for i in range(3)]
+    produce(settings, events)
+    [letter] = [AvroCodec.named("DeadLetter").decode(m.value())
+                for m in consume_all(settings, "events-dlq", 1)]
+    assert letter["reason"] == "profile_script_error" and letter["detail"] == "fragile"
+    assert "ZeroDivisionError" in letter["message"] and orjson.loads(letter["value"]) == events[1]
+    table = wait_until(lambda: read_table(settings).get("f"), timeout=60, what="the profile")
+    assert table["profile"]["events"] == {"view": 2} and table["profile"]["fragile_seen"] == 2
+    assert worker.proc.poll() is None
