@@ -186,3 +186,13 @@ def test_sdk_surfaces_delivery_failures(tmp_path: Path) -> None:
         silent.flush(10)
     with pytest.raises(ValueError, match="uid must be a non-empty string"):
         silent.track("", "view")
+
+
+def test_full_producer_queue_is_429_with_retry_after(secured: Settings, service) -> None:
+    base = start_api(service, secured.replace(ingest_queue_max=5))
+    batch = [{"uid": f"q{i}", "event": "view", "ts": 1_795_000_000 + i} for i in range(50)]
+    status, headers, body = _post(base, batch)
+    assert status == 429 and headers["Retry-After"] == "1" and body["error"] == "backpressure"
+    assert 0 < body["accepted"] <= 5
+    stored = consume_all(secured, "events", body["accepted"])
+    assert len(stored) == body["accepted"], "what was reported accepted is in Kafka, and only that"
