@@ -1,0 +1,207 @@
+"""The card SDK: a few lines of Python over all profiles become a dashboard card.
+
+A card runs as map (per partition, next to the profiles) → reduce (merge the
+partials) → render (widgets). Partials made of numbers, Counters, sets,
+roaring bitmaps and dicts/lists of these merge without a ``reduce``.
+
+Your first card::
+
+    from cardflow.cards import Card
+    from cardflow.widgets import Number
+
+    class Buyers(Card):
+        title = "Buyers"
+        def map(self, profiles):
+            return sum(1 for p in profiles if p.get("events", {}).get("purchase"))
+        def render(self, total):
+            return [Number(total, label="users who bought")]
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import inspect
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import orjson
+from pyroaring import BitMap
+
+from cardflow.widgets import Widget, WidgetError
+
+
+class CardError(ValueError):
+    """A card cannot be loaded, or its partials cannot be merged or encoded."""
+
+
+class Card:
+    """Subclass and define ``map`` and ``render``; ``reduce`` and ``summary`` are optional.
+
+    Class attributes: ``title``, ``version`` (bump when the output changes),
+    ``params`` (defaults, overridable per deployment), ``requires`` (profile
+    script names the card reads), ``debounce`` (seconds between runs per
+    partition) and ``budget`` (seconds a run may take).
+    """
+
+    id: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    params: ClassVar[dict[str, Any]] = {}
+    requires: ClassVar[tuple[str, ...]] = ("standard",)
+    debounce: ClassVar[float] = 1.0
+    budget: ClassVar[float] = 10.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("id"):
+            cls.id = re.sub(r"(?<!^)(?=[A-Z])", "-", cls.__name__).lower()
+        if not cls.__dict__.get("title"):
+            cls.title = cls.__name__
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.params)
+        if unknown:
+            raise CardError(f"card {self.id!r}: unknown parameter(s) {sorted(unknown)}; "
+                            f"it takes {sorted(self.params)}")
+        self.p: dict[str, Any] = {**self.params, **params}
+
+    def map(self, profiles: Iterable[dict[str, Any]]) -> Any:
+        raise NotImplementedError(f"card {self.id!r} has no map()")
+
+    def reduce(self, a: Any, b: Any) -> Any:
+        return merge(a, b)
+
+    def render(self, total: Any) -> list[Widget]:
+        raise NotImplementedError(f"card {self.id!r} has no render()")
+
+    def summary(self, total: Any) -> str:
+        return ""
+
+    def total(self, partials: Iterable[Any]) -> Any:
+        """All partials reduced into one (None when there are none)."""
+        result: Any = None
+        for partial in partials:
+            result = partial if result is None else self.reduce(result, partial)
+        return result
+
+    def widgets(self, total: Any) -> list[dict[str, Any]]:
+        """``render`` checked and serialised; WidgetError names what is wrong."""
+        rendered = self.render(total)
+        if isinstance(rendered, Widget):
+            rendered = [rendered]
+        out = []
+        for i, widget in enumerate(rendered):
+            if not isinstance(widget, Widget):
+                raise WidgetError(f"card {self.id!r}: render()[{i}] is not a widget: {widget!r}")
+            out.append(widget.to_json())
+        return out
+
+
+def merge(a: Any, b: Any) -> Any:
+    """Merge two plain partials: numbers add, Counters add, sets and bitmaps unite,
+    dicts merge key by key, lists merge element by element."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, bool) or isinstance(b, bool):
+        raise CardError("booleans do not merge; use 0/1 or define reduce()")
+    if isinstance(a, Counter) and isinstance(b, Mapping):
+        out = Counter(a)
+        out.update(b)
+        return out
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a + b
+    if isinstance(a, BitMap) and isinstance(b, BitMap):
+        return a | b
+    if isinstance(a, set | frozenset) and isinstance(b, set | frozenset):
+        return a | b
+    if isinstance(a, dict) and isinstance(b, dict):
+        out_d = dict(a)
+        for key, value in b.items():
+            out_d[key] = merge(out_d.get(key), value)
+        return out_d
+    if isinstance(a, list) and isinstance(b, list):
+        longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+        return [merge(x, shorter[i]) if i < len(shorter) else x for i, x in enumerate(longer)]
+    raise CardError(f"cannot merge {type(a).__name__} with {type(b).__name__}; define reduce()")
+
+
+def encode_partial(value: Any) -> bytes:
+    """JSON with tags for Counters, sets and bitmaps, so partials cross Kafka intact."""
+    return orjson.dumps(_tag(value))
+
+
+def decode_partial(data: bytes) -> Any:
+    return _untag(orjson.loads(data))
+
+
+def _tag(value: Any) -> Any:
+    if isinstance(value, Counter):
+        return {"$counter": [[k, v] for k, v in value.items()]}
+    if isinstance(value, BitMap):
+        return {"$bitmap": base64.b64encode(value.serialize()).decode()}
+    if isinstance(value, set | frozenset):
+        return {"$set": sorted(value, key=repr)}
+    if isinstance(value, dict):
+        return {"$dict": [[k, _tag(v)] for k, v in value.items()]}
+    if isinstance(value, list | tuple):
+        return [_tag(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise CardError(f"a partial cannot hold {type(value).__name__}; use numbers, str, Counter, "
+                    "set, BitMap, dict or list")
+
+
+def _untag(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_untag(v) for v in value]
+    if isinstance(value, dict):
+        if "$counter" in value:
+            return Counter({_key(k): v for k, v in value["$counter"]})
+        if "$bitmap" in value:
+            return BitMap.deserialize(base64.b64decode(value["$bitmap"]))
+        if "$set" in value:
+            return {_key(v) for v in value["$set"]}
+        if "$dict" in value:
+            return {_key(k): _untag(v) for k, v in value["$dict"]}
+    return value
+
+
+def _key(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def load_cards(paths: Iterable[str], scripts: Iterable[str],
+               params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Card, ...]:
+    """Card instances from modules (every Card subclass defined there) or ``module:Class``.
+
+    Raises CardError when a card needs a profile script that is not loaded.
+    """
+    available = set(scripts)
+    params = params or {}
+    cards: dict[str, Card] = {}
+    for path in paths:
+        module_name, _, attr = path.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise CardError(f"card module {module_name!r} cannot be imported ({exc})") from exc
+        candidates = ([getattr(module, attr, None)] if attr else
+                      [v for v in vars(module).values() if getattr(v, "__module__", None) == module.__name__])
+        classes: list[type[Card]] = [c for c in candidates
+                                     if inspect.isclass(c) and issubclass(c, Card) and c is not Card]
+        if not classes:
+            raise CardError(f"{path!r} holds no Card subclass")
+        for cls in classes:
+            missing = sorted(set(cls.requires) - available)
+            if missing:
+                raise CardError(f"card {cls.id!r} needs profile script(s) {missing}, which are not loaded; "
+                                "add them to CARDFLOW_PROFILE_SCRIPTS")
+            if cls.id in cards:
+                raise CardError(f"two cards have the id {cls.id!r}")
+            cards[cls.id] = cls(**params.get(cls.id, {}))
+    return tuple(cards.values())
