@@ -20,7 +20,6 @@ Your first card::
 from __future__ import annotations
 
 import base64
-import importlib
 import inspect
 import re
 from collections import Counter
@@ -30,6 +29,7 @@ from typing import Any, ClassVar
 import orjson
 from pyroaring import BitMap
 
+from cardflow.plugins import objects_at
 from cardflow.widgets import Widget, WidgetError
 
 
@@ -185,13 +185,10 @@ def load_cards(paths: Iterable[str], scripts: Iterable[str],
     params = params or {}
     cards: dict[str, Card] = {}
     for path in paths:
-        module_name, _, attr = path.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            candidates = objects_at(path, "the card paths")
         except ImportError as exc:
-            raise CardError(f"card module {module_name!r} cannot be imported ({exc})") from exc
-        candidates = ([getattr(module, attr, None)] if attr else
-                      [v for v in vars(module).values() if getattr(v, "__module__", None) == module.__name__])
+            raise CardError(f"card {exc}") from exc
         classes: list[type[Card]] = [c for c in candidates
                                      if inspect.isclass(c) and issubclass(c, Card) and c is not Card]
         if not classes:

@@ -20,7 +20,6 @@ re-sent events within the horizon).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import orjson
 
 from cardflow.events import Event
+from cardflow.plugins import objects_at
 
 Fold = Callable[[dict[str, Any], Event], "dict[str, Any] | None"]
 ID_CHARS = 12  # 48 bits of the event id: collisions among one user's recent ids are negligible
@@ -63,16 +63,10 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
     """Scripts from ``module`` (every ProfileScript in it) or ``module:attribute`` paths."""
     scripts: dict[str, ProfileScript] = {}
     for path in paths:
-        module_name, _, attr = path.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            found = objects_at(path, "CARDFLOW_PROFILE_SCRIPTS")
         except ImportError as exc:
-            raise ProfileScriptError(
-                f"profile script module {module_name!r} cannot be imported ({exc}); "
-                "check CARDFLOW_PROFILE_SCRIPTS and that the module is on PYTHONPATH"
-            ) from exc
-        found = ([getattr(module, attr, None)] if attr
-                 else [v for v in vars(module).values() if isinstance(v, ProfileScript)])
+            raise ProfileScriptError(f"profile script {exc}") from exc
         found = [s for s in found if isinstance(s, ProfileScript)]
         if not found:
             raise ProfileScriptError(f"{path!r} holds no ProfileScript (use @profile_script)")
