@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+
+from cardflow.card_results import CardReducer, Partial, map_partition
+from cardflow.cards import Card
+from cardflow.widgets import Bar, Number
+
+
+class TopEvents(Card):
+    def map(self, profiles):
+        total: Counter[str] = Counter()
+        for profile in profiles:
+            total.update(profile["events"])
+        return total
+
+    def render(self, total):
+        return [Bar(sorted(total.items(), key=lambda kv: -kv[1]))]
+
+    def summary(self, total):
+        return f"{sum(total.values())} events"
+
+
+class Broken(Card):
+    def map(self, profiles):
+        return 1 / 0
+
+    def render(self, total):
+        return [Number(total)]
+
+
+class BadRender(Card):
+    def map(self, profiles):
+        return len(profiles)
+
+    def render(self, total):
+        return [Number(float("nan"))]
+
+
+P0 = [{"events": {"view": 3, "buy": 1}}]
+P1 = [{"events": {"view": 2}}]
+
+
+def test_result_merges_partials_with_watermark() -> None:
+    card = TopEvents()
+    reducer = CardReducer((card,))
+    assert reducer.add(Partial.decode(map_partition(card, 0, P0, max_ts=10, offset=5).encode()))
+    assert reducer.add(map_partition(card, 1, P1, max_ts=20, offset=7))
+    result = reducer.result("top-events")
+    assert orjson.loads(result["widgets"]) == [{"type": "bar", "label": "", "data": [["view", 5], ["buy", 1]]}]
+    assert result["summary"] == "6 events" and result["error"] is None
+    assert result["max_ts"] == 20 and result["offsets"] == {"0": 5, "1": 7}
+
+
+def test_a_partition_moved_between_workers_counts_once() -> None:
+    card = TopEvents()
+    reducer = CardReducer((card,))
+    old = map_partition(card, 0, P0, max_ts=10, offset=5)
+    moved = map_partition(card, 0, P0 + P1, max_ts=20, offset=9)  # the new owner's run
+    assert reducer.add(old) and reducer.add(moved)
+    assert not reducer.add(old), "a late partial from the old owner must not replace the newer one"
+    assert orjson.loads(reducer.result("top-events")["widgets"])[0]["data"] == [["view", 5], ["buy", 1]]
+
+
+def test_errors_become_error_results() -> None:
+    broken, bad = Broken(), BadRender()
+    reducer = CardReducer((broken, bad))
+    reducer.add(map_partition(broken, 0, P0, 0, 0))
+    reducer.add(map_partition(bad, 0, P0, 0, 0))
+    error = reducer.result("broken")["error"]
+    assert error.startswith("partition 0: map raised ZeroDivisionError: division by zero")
+    assert "test_card_results.py" in error
+    assert "Number.value must be finite" in reducer.result("bad-render")["error"]
+
+
+def test_unknown_cards_and_old_versions_are_ignored() -> None:
+    card = TopEvents()
+    reducer = CardReducer((card,))
+    stale = map_partition(card, 0, P0, 0, 0)
+    assert not reducer.add(Partial(**{**stale.__dict__, "card_version": "0"}))
+    assert not reducer.add(Partial(**{**stale.__dict__, "card_id": "other"}))
