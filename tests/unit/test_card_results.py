@@ -49,7 +49,8 @@ def test_result_merges_partials_with_watermark() -> None:
     assert reducer.add(Partial.decode(map_partition(card, 0, P0, max_ts=10, offset=5).encode()))
     assert reducer.add(map_partition(card, 1, P1, max_ts=20, offset=7))
     result = reducer.result("top-events")
-    assert orjson.loads(result["widgets"]) == [{"type": "bar", "label": "", "data": [["view", 5], ["buy", 1]]}]
+    widgets = orjson.loads(result["widgets"])
+    assert widgets == [{"type": "bar", "label": "", "data": [["view", 5], ["buy", 1]]}]
     assert result["summary"] == "6 events" and result["error"] is None
     assert result["max_ts"] == 20 and result["offsets"] == {"0": 5, "1": 7}
 
