@@ -85,6 +85,14 @@ DOCUMENT: dict[str, Any] = {
             "requestBody": _BODY,
             "responses": {"202": _json({"$ref": "#/components/schemas/Accepted"}, "stored"), **_ERRORS},
         }},
+        "/v1/profiles/{uid}": {"get": {
+            "summary": "A user's profile, from the worker that owns it",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the profile and its bookkeeping"},
+                          "404": _json(_ERROR, "unknown uid"),
+                          "503": _json(_ERROR, "no people worker answered")},
+        }},
         "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"summary": "readiness: the broker answers",
                             "responses": {"200": {"description": "ready"},
@@ -99,4 +107,10 @@ def add_openapi_route(app: web.Application) -> None:
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(DOCUMENT)
 
+    async def index(_: web.Request) -> web.Response:
+        # Where the dashboard will be; until then, what this service offers.
+        return web.json_response({"service": "cardflow", "openapi": "/openapi.json",
+                                  "endpoints": sorted(DOCUMENT["paths"])})
+
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/", index)

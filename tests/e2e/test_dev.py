@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 from cardflow.config import load_settings
 from cardflow.local_kafka import free_port
 
-from ..helpers import Service, profile_change, wait_until
+from ..helpers import Service, http, profile_change, wait_until
 from ..integration.test_local_kafka import _java_processes_for
 
 
@@ -37,7 +37,9 @@ def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
         wait_until(lambda: "Press Ctrl-C to stop" in dev.output() or dev.proc.poll() is not None,
                    timeout=180, what="cardflow dev to start")
         assert dev.proc.poll() is None, dev.output()
-        assert f"API and dashboard: {base}/" in dev.output()
+        assert f"API: {base}/" in dev.output()
+        status, _, index = http("GET", f"{base}/")
+        assert status == 200 and "/v1/events" in index["endpoints"]
         assert _get(f"{base}/healthz") == (200, json.dumps({"status": "ok"}))
         assert _get(f"{base}/readyz")[0] == 200
         assert "cardflow_api_broker_up 1.0" in _get(f"{base}/metrics")[1]
