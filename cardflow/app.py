@@ -67,6 +67,12 @@ def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "web_port": settings.worker_web_port,
         "web_bind": settings.worker_web_host,
         "producer_acks": -1,
+        # Measured on the people benchmark (+~50 %): let aiokafka batch what Faust produces
+        # one message at a time, and fetch and buffer more records per poll.
+        "producer_linger_ms": 20,
+        "producer_max_batch_size": 1024 * 1024,
+        "broker_max_poll_records": 5000,
+        "stream_buffer_maxsize": 20_000,
         "autodiscover": False,
         # An agent that crashes stops the worker (non-zero exit) instead of being
         # restarted forever on the same message.
