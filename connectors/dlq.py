@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from cardflow.codec import AvroCodec
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import EVENTS, EVENTS_DLQ
+from cardflow.connectors.kafka_read import manual_consumer, read_to_end, read_topic, topic_partitions
 from cardflow.connectors.producer import producer_config
 
 CODEC = AvroCodec.named("DeadLetter")
@@ -48,54 +49,10 @@ def _decode(msg: Any) -> DeadLetter:
                       dlq_offset=msg.offset())
 
 
-def _read_to_end(consumer: Consumer, topic: str, starts: dict[int, int],
-                 timeout: float) -> Iterator[Any]:
-    """Messages from each partition's start offset up to its end as of now."""
-    ends = {}
-    for partition, start in starts.items():
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-        if high > start:
-            ends[partition] = high
-    if not ends:
-        return
-    consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
-    while ends:
-        msg = consumer.poll(timeout)
-        if msg is None:
-            raise TimeoutError(f"no progress reading {topic} for {timeout}s")
-        err = msg.error()
-        if err is not None:
-            raise RuntimeError(f"reading {topic}: {err.str()}")
-        yield msg
-        if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
-            ends.pop(msg.partition() or 0, None)
-
-
-def _consumer(settings: Settings, group: str) -> Consumer:
-    return Consumer({**settings.kafka_client_config(), "group.id": group,
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-
-
-def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
-    meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
-    if meta.error is not None:
-        raise RuntimeError(f"cannot read {topic}: {meta.error.str()}; run `cardflow topics create`")
-    return sorted(meta.partitions)
-
-
 def read_all(settings: Settings, timeout: float = 10.0) -> Iterator[DeadLetter]:
     """Every dead letter now in the topic, oldest first per partition; commits nothing."""
-    topic = settings.topic(EVENTS_DLQ)
-    consumer = _consumer(settings, settings.topic("dlq-reader"))
-    try:
-        starts = {}
-        for p in _partitions(consumer, topic, timeout):
-            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            starts[p] = low
-        for msg in _read_to_end(consumer, topic, starts, timeout):
-            yield _decode(msg)
-    finally:
-        consumer.close()
+    for msg in read_topic(settings, settings.topic(EVENTS_DLQ), settings.topic("dlq-reader"), timeout):
+        yield _decode(msg)
 
 
 def count_by_reason(settings: Settings) -> Counter[str]:
@@ -112,18 +69,18 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
     committed only after the broker acknowledged every re-submitted record.
     """
     topic = settings.topic(EVENTS_DLQ)
-    consumer = _consumer(settings, settings.topic("dlq-replay" + (f"-{reason}" if reason else "")))
+    consumer = manual_consumer(settings, settings.topic("dlq-replay" + (f"-{reason}" if reason else "")))
     producer = Producer(producer_config(settings))
     sent = skipped = 0
     try:
-        partitions = _partitions(consumer, topic, timeout)
+        partitions = topic_partitions(consumer, topic, timeout)
         committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
         starts = {}
         for tp in committed:
             low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout)
             starts[tp.partition] = max(tp.offset, low)
         positions: list[TopicPartition] = []
-        for msg in _read_to_end(consumer, topic, starts, timeout):
+        for msg in read_to_end(consumer, topic, starts, timeout):
             positions.append(TopicPartition(topic, msg.partition(), msg.offset() + 1))
             letter = _decode(msg)
             if reason is not None and letter.reason != reason:

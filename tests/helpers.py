@@ -123,33 +123,19 @@ def profile_change(message: Any) -> dict[str, Any]:
 
 def read_table(settings: Settings, table: str = "profiles", app: str = "people") -> dict[str, dict[str, Any]]:
     """The latest value of every key of a Faust table, read from its changelog topic."""
-    from confluent_kafka import Consumer, TopicPartition
-
+    from cardflow.connectors.kafka_read import read_topic
     from cardflow.profiles import decode_value
 
     topic = f"{settings.topic_prefix}{app}-{table}-changelog"
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": f"table-{time.monotonic_ns()}",
-                         "enable.auto.commit": False})
     latest: dict[str, dict[str, Any]] = {}
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {}
-        for p in meta.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > 0:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        while ends:
-            msg = consumer.poll(10)
-            assert msg is not None, f"stalled reading {topic}"
-            if msg.error() is not None:
-                continue
+        for msg in read_topic(settings, topic, f"table-{time.monotonic_ns()}"):
             if msg.value() is None:
                 latest.pop(msg.key().decode(), None)
             else:
                 latest[msg.key().decode()] = decode_value(msg.value())
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
-    finally:
-        consumer.close()
+    except RuntimeError as exc:
+        if "Unknown topic" not in str(exc):
+            raise
+        return {}  # the worker has not created its changelog yet
     return latest

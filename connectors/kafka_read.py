@@ -1,0 +1,59 @@
+"""Reading a topic up to where it ends now: for operator commands and tests, never for workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from cardflow.config import Settings
+
+
+def manual_consumer(settings: Settings, group: str) -> Consumer:
+    """A consumer that commits only when told to."""
+    return Consumer({**settings.kafka_client_config(), "group.id": group,
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+
+
+def topic_partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+    meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+    if meta.error is not None:
+        raise RuntimeError(f"cannot read {topic}: {meta.error.str()}; run `cardflow topics create`")
+    return sorted(meta.partitions)
+
+
+def read_to_end(consumer: Consumer, topic: str, starts: dict[int, int],
+                timeout: float) -> Iterator[Any]:
+    """Messages from each partition's start offset up to its end as of now."""
+    ends = {}
+    for partition, start in starts.items():
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        if high > start:
+            ends[partition] = high
+    if not ends:
+        return
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
+    while ends:
+        msg = consumer.poll(timeout)
+        if msg is None:
+            raise TimeoutError(f"no progress reading {topic} for {timeout}s")
+        err = msg.error()
+        if err is not None:
+            raise RuntimeError(f"reading {topic}: {err.str()}")
+        yield msg
+        if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
+            ends.pop(msg.partition() or 0, None)
+
+
+def read_topic(settings: Settings, topic: str, group: str, timeout: float = 10.0) -> Iterator[Any]:
+    """Every message now in ``topic``, oldest first per partition; commits nothing."""
+    consumer = manual_consumer(settings, group)
+    try:
+        starts = {}
+        for p in topic_partitions(consumer, topic, timeout):
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            starts[p] = low
+        yield from read_to_end(consumer, topic, starts, timeout)
+    finally:
+        consumer.close()
