@@ -20,6 +20,7 @@ import os
 import time
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faust
@@ -95,6 +96,7 @@ class ProfileFolder:
         self.partitions = partitions
         self.metrics = metrics
         self.last_offsets: dict[int, int] = {}
+        self.on_folded: Callable[[set[int]], None] | None = None  # partitions whose profiles changed
 
     def process(self, batch: list[faust.EventT]) -> None:
         metrics = self.metrics
@@ -122,11 +124,16 @@ class ProfileFolder:
                 continue
             by_uid[event.uid].append((event, message.offset))
             records[event.uid][message.offset] = record
+        changed: set[int] = set()
         for uid, events in by_uid.items():
-            self._fold_user(uid, events, records[uid])
+            if self._fold_user(uid, events, records[uid]):
+                changed.add(records[uid][events[0][1]].message.partition)
+        if changed and self.on_folded is not None:
+            self.on_folded(changed)
 
     def _fold_user(self, uid: str, events: list[tuple[Event, int]],
-                   records: dict[int, faust.EventT]) -> None:
+                   records: dict[int, faust.EventT]) -> bool:
+        """Fold and write back one user's events; True when the profile changed."""
         try:
             stored = self.profiles[uid]  # one store lookup; Table.get() makes two
         except KeyError:
@@ -142,11 +149,13 @@ class ProfileFolder:
             # Written back even when nothing changed: a re-delivered batch then brings the
             # changelog up to what the local store already holds.
             self.profiles[uid] = encode_value(result.value)
-        if result.changed:
-            meta = result.value["meta"]
-            self.topics.changes.send_soon(key=uid.encode(), value=PROFILE_CHANGE.encode({
-                "uid": uid, "version": meta["version"], "changed": result.changed,
-                "max_ts": meta["max_ts"], "partition": anchor.message.partition}))
+        if not result.changed:
+            return False
+        meta = result.value["meta"]
+        self.topics.changes.send_soon(key=uid.encode(), value=PROFILE_CHANGE.encode({
+            "uid": uid, "version": meta["version"], "changed": result.changed,
+            "max_ts": meta["max_ts"], "partition": anchor.message.partition}))
+        return True
 
     def _dead_letter(self, message: faust.types.Message, reason: str, text: str,
                      detail: str | None = None) -> None:

@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     worker_urls: tuple[str, ...] = Field(
         ("http://127.0.0.1:6066",), description="people workers' web servers, for profile lookups"
     )
+    cards: tuple[str, ...] = Field(
+        ("cardflow.builtin_cards",), description="modules (or module:Class) holding the cards to run"
+    )
+    card_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per-card parameters (JSON): {"retention": {"period": "weeks"}}'
+    )
+    card_tick_ms: int = Field(200, ge=10, le=60_000, description="card scheduler's tick")
     wait_timeout_ms: int = Field(10_000, ge=100, description="POST /v1/events?wait=true gives up (504)")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -151,7 +158,16 @@ class Settings(BaseSettings):
     def _tokens(cls, value: Any) -> Any:
         return parse_tokens(value) if isinstance(value, str) else value
 
-    @field_validator("profile_scripts", "worker_urls", mode="before")
+    @field_validator("card_params", mode="before")
+    @classmethod
+    def _card_params(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ValueError('must map card ids to parameter objects: {"retention": {"period": "weeks"}}')
+        return value
+
+    @field_validator("profile_scripts", "worker_urls", "cards", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
@@ -255,8 +271,10 @@ class Settings(BaseSettings):
                 continue
             if name == "api_tokens":
                 value = ";".join(f"{t}:{','.join(sorted(s))}" for t, s in value.items())
-            elif name in ("profile_scripts", "worker_urls"):
+            elif name in ("profile_scripts", "worker_urls", "cards"):
                 value = ",".join(value)
+            elif name == "card_params":
+                value = json.dumps(value)
             elif name == "sources":
                 value = json.dumps([dataclasses.asdict(m) for m in getattr(self, name)])
             elif isinstance(value, SecretStr):

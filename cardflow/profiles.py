@@ -20,6 +20,7 @@ re-sent events within the horizon).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,22 +92,34 @@ def new_value() -> dict[str, Any]:
     return {"profile": {}, "meta": {"offset": -1, "ids": {}, "version": 0, "max_ts": 0}}
 
 
+_HEADER = struct.Struct(">Iqq")  # profile JSON length, last folded offset, max event time
+
+
 def encode_value(value: dict[str, Any]) -> bytes:
-    """The stored form: a 4-byte length, the profile's JSON, then the bookkeeping's JSON, so
-    the (small) profile can be read without parsing the (larger) dedup ids."""
+    """The stored form: a header (profile length and the watermark), the profile's JSON, then
+    the bookkeeping's JSON, so readers (cards) get the profile and watermark without parsing
+    the (larger) dedup ids."""
     profile = orjson.dumps(value["profile"])
-    return len(profile).to_bytes(4, "big") + profile + orjson.dumps(value["meta"])
+    meta = value["meta"]
+    return _HEADER.pack(len(profile), meta["offset"], meta["max_ts"]) + profile + orjson.dumps(meta)
 
 
 def decode_profile(stored: bytes) -> dict[str, Any]:
-    size = int.from_bytes(stored[:4], "big")
-    profile: dict[str, Any] = orjson.loads(stored[4:4 + size])
+    size = _HEADER.unpack_from(stored)[0]
+    profile: dict[str, Any] = orjson.loads(stored[_HEADER.size:_HEADER.size + size])
     return profile
 
 
+def decode_watermark(stored: bytes) -> tuple[int, int]:
+    """``(offset, max_ts)``: the last events offset folded into this profile and its latest event time."""
+    _, offset, max_ts = _HEADER.unpack_from(stored)
+    return offset, max_ts
+
+
 def decode_value(stored: bytes) -> dict[str, Any]:
-    size = int.from_bytes(stored[:4], "big")
-    return {"profile": orjson.loads(stored[4:4 + size]), "meta": orjson.loads(stored[4 + size:])}
+    size = _HEADER.unpack_from(stored)[0]
+    start = _HEADER.size
+    return {"profile": orjson.loads(stored[start:start + size]), "meta": orjson.loads(stored[start + size:])}
 
 
 def fold_events(

@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,7 @@ class Number(Widget):
 class Bar(Widget):
     """Labelled bars, in the given order."""
 
-    data: list[tuple[str, float]]
+    data: Sequence[tuple[str, float]]
     label: str = ""
     type = "bar"
 
@@ -97,7 +98,7 @@ class Bar(Widget):
 class Line(Widget):
     """Time series: ``{series name: [(x, y), …]}``; x is a date string or epoch ms."""
 
-    series: dict[str, list[tuple[Any, float]]]
+    series: Mapping[str, Sequence[tuple[Any, float]]]
     label: str = ""
     type = "line"
 
@@ -140,7 +141,7 @@ class Table(Widget):
 class Map(Widget):
     """Values per ISO 3166-1 alpha-2 country code."""
 
-    values: dict[str, float]
+    values: Mapping[str, float]
     label: str = ""
     type = "map"
 
@@ -194,6 +195,7 @@ class Cohort(Widget):
 
     rows: list[tuple[str, int, list[float | None]]]
     period: str = "day"
+    counts: list[list[int | None]] | None = None  # the returning users behind each share
     type = "cohort"
 
     def __post_init__(self) -> None:
@@ -205,11 +207,15 @@ class Cohort(Widget):
                 value = _number("Cohort", f"rows[{i}].cells[{k}]", cell, allow_none=True)
                 if value is not None and not 0 <= value <= 1:
                     raise WidgetError(f"Cohort.rows[{i}].cells[{k}] must be a share in [0, 1], got {value}")
+        if self.counts is not None and [len(c) for c in self.counts] != [len(r[2]) for r in self.rows]:
+            raise WidgetError("Cohort.counts must have one list per row, as long as its cells")
 
     def to_json(self) -> dict[str, Any]:
+        counts: list[list[int | None] | None] = [*self.counts] if self.counts else [None] * len(self.rows)
         return {"type": self.type, "period": self.period,
-                "rows": [{"label": str(label), "size": size, "cells": list(cells)}
-                         for label, size, cells in self.rows]}
+                "rows": [{"label": str(label), "size": size, "cells": list(cells),
+                          **({"counts": list(c)} if c is not None else {})}
+                         for (label, size, cells), c in zip(self.rows, counts, strict=True)]}
 
 
 @dataclass
@@ -268,7 +274,8 @@ def widget_schema() -> dict[str, Any]:
         "users": {"users": {"type": "array", "items": {"type": "object", "required": ["uid"]}}},
         "cohort": {"period": {"type": "string"}, "rows": {"type": "array", "items": {
             "type": "object", "required": ["label", "size", "cells"],
-            "properties": {"cells": {"type": "array", "items": {"type": ["number", "null"]}}}}}},
+            "properties": {"cells": {"type": "array", "items": {"type": ["number", "null"]}},
+                           "counts": {"type": "array", "items": {"type": ["integer", "null"]}}}}}},
         "funnel": {"steps": pairs},
         "group": {"direction": {"enum": ["horizontal", "vertical"]},
                   "children": {"type": "array", "items": {"$ref": "#"}}},

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from cardflow.agents.cards import (
+    CardMetrics,
+    CardScheduler,
+    MapProcess,
+    ResultPublisher,
+    card_partition,
+    partial_key,
+    register_card_agents,
+)
 from cardflow.agents.profiles import PeopleMetrics, ProfileFolder, Topics, register_profiles_agent
 from cardflow.app import create_app, table_options
+from cardflow.card_results import Partial
+from cardflow.cards import Card, load_cards
 from cardflow.config import Settings
-from cardflow.connectors.kafka_admin import EVENTS, EVENTS_DLQ, PROFILE_CHANGES
+from cardflow.connectors.kafka_admin import CARD_PARTIALS, EVENTS, EVENTS_DLQ, PROFILE_CHANGES, RESULTS
 from cardflow.profiles import decode_value, load_scripts
 
 DAY_MS = 86_400_000
 
 
+def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
+    return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
+                     partitions=settings.partitions)
+
+
 def build_people(settings: Settings) -> faust.App:
     app = create_app(settings, "people")
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
-                         partitions=settings.partitions)
-
-    topics = Topics(events=raw_topic(EVENTS), changes=raw_topic(PROFILE_CHANGES), dlq=raw_topic(EVENTS_DLQ))
+    topics = Topics(events=raw_topic(app, settings, EVENTS),
+                    changes=raw_topic(app, settings, PROFILE_CHANGES),
+                    dlq=raw_topic(app, settings, EVENTS_DLQ))
     # Keys are plain UTF-8 uid bytes like the events' keys; values are our own JSON bytes.
     # (A Schema would set only the changelog's codecs; the store follows key_type/value_type.)
     profiles = app.Table(
@@ -29,11 +45,15 @@ def build_people(settings: Settings) -> faust.App:
     )
     registry = CollectorRegistry()
     metrics = PeopleMetrics(registry)
+    scripts = load_scripts(settings.profile_scripts)
     folder = ProfileFolder(
-        profiles, topics, settings.decoder(), load_scripts(settings.profile_scripts),
+        profiles, topics, settings.decoder(), scripts,
         int(settings.dedup_horizon_days * DAY_MS), settings.partitions, metrics,
     )
     register_profiles_agent(app, topics, folder, settings.batch_size, settings.batch_within_ms / 1000)
+    cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
+    if cards:
+        _add_cards(app, settings, cards, profiles, folder, topics, CardMetrics(registry))
 
     @app.page("/profiles/{uid}/")
     @app.table_route(table=profiles, match_info="uid")
@@ -57,3 +77,29 @@ def build_people(settings: Settings) -> faust.App:
         return view.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
+
+
+def _add_cards(app: faust.App, settings: Settings, cards: tuple[Card, ...], profiles: faust.types.TableT,
+               folder: ProfileFolder, topics: Topics, metrics: CardMetrics) -> None:
+    partials = raw_topic(app, settings, CARD_PARTIALS)
+    results = raw_topic(app, settings, RESULTS)
+    events_topic = topics.events.get_topic_name()
+
+    def owned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic}
+
+    async def send(partial: Partial) -> None:
+        await partials.send(key=partial_key(partial.card_id, partial.partition), value=partial.encode(),
+                            partition=card_partition(partial.card_id, settings.partitions))
+
+    process = MapProcess(settings, {card.id: card for card in cards}, metrics)
+    scheduler = CardScheduler(
+        cards, process, send, owned, profiles.data.partition_path,  # type: ignore[attr-defined]
+        busy=lambda: bool(app.rebalancing or getattr(app, "in_recovery", False)))
+    folder.on_folded = scheduler.mark_dirty
+    publisher = ResultPublisher(settings, cards, partials.get_topic_name(), metrics)
+    register_card_agents(app, settings, cards, scheduler, publisher, partials, results)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    def _stop_maps(app: faust.App, **kwargs: Any) -> None:
+        scheduler.close()

@@ -1,0 +1,341 @@
+"""Cards in the people topology: map per partition → [card-partials] → reduce → [results].
+
+**Map.** Profile changes mark partitions dirty. Every tick the scheduler picks
+the cards whose debounce has passed and that have dirty partitions this
+worker owns, and hands each partition to a child process (``MapProcess``).
+The child opens the partition's RocksDB as a *secondary* instance (RocksDB's
+read-only follower that catches up with the worker's writes), decodes the
+profiles once, runs each card's ``map`` and sends back one partial per card.
+A child process, not a thread, because a card that loops forever must be
+stopped: the parent kills the child when a card overruns its budget,
+publishes an error partial for it and starts a new child. It also keeps card
+code off the worker's event loop and GIL.
+
+**Reduce.** Partials are keyed ``card/partition`` (the topic is compacted, so
+it always holds the latest partial of every partition) and all partials of a
+card go to one partition of ``card-partials``, chosen by the card id. The
+reducer agent keeps the latest partial per (card, partition) — a newer
+partial replaces the old one whichever worker made it — merges, renders and
+publishes the result to the compacted ``results`` topic. When it gets a
+partition of ``card-partials`` (start, rebalance) it first reads that
+partition from the beginning, so its state never depends on what an earlier
+owner held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from cardflow.card_results import CARD_RESULT, CardReducer, Partial, map_partition
+from cardflow.cards import Card, load_cards
+from cardflow.config import Settings
+from cardflow.connectors.kafka_read import manual_consumer, read_to_end
+from cardflow.profiles import decode_profile, decode_watermark, load_scripts
+
+log = logging.getLogger(__name__)
+
+FAUST_KEY_PREFIX = b"__faust"  # Faust keeps its changelog offset in the same RocksDB
+LOAD_TIMEOUT_S = 120.0  # reading and decoding one partition; card budgets start after it
+MAX_PENALTY_S = 300.0
+
+
+def partial_key(card_id: str, partition: int) -> bytes:
+    return f"{card_id}/{partition}".encode()
+
+
+def card_partition(card_id: str, partitions: int) -> int:
+    """The card-partials partition holding every partial of ``card_id`` (the Java partitioner's choice)."""
+    return (murmur2(card_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class CardMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.maps = Counter("cardflow_card_maps", "card map runs over one partition", ["card", "outcome"],
+                            registry=registry)
+        self.map_seconds = Histogram("cardflow_card_map_seconds", "one card's map over one partition",
+                                     ["card"], registry=registry,
+                                     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.load_seconds = Histogram("cardflow_card_load_seconds",
+                                      "reading and decoding one partition's profiles", registry=registry,
+                                      buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.results = Counter("cardflow_card_results", "results published", ["card", "outcome"],
+                               registry=registry)
+
+
+# --- the child process -----------------------------------------------------------------------------
+
+
+def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tuple[str, ...],
+               params: dict[str, dict[str, Any]], workdir: str) -> None:
+    """The child's loop: for each job ``(partition, db_path, card_ids)`` send ``("loaded", n, seconds)``,
+    then one encoded Partial per card, in order."""
+    from rocksdict import AccessType, Options, Rdict
+
+    cards = {c.id: c for c in load_cards(card_paths, [s.name for s in load_scripts(script_paths)], params)}
+    dbs: dict[str, Rdict] = {}
+
+    def open_secondary(path: str) -> Rdict:
+        db = dbs.get(path)
+        if db is not None:
+            try:
+                db.try_catch_up_with_primary()
+                return db
+            except Exception:  # noqa: BLE001 - the primary was reopened (rebalance): open afresh
+                db.close()
+        options = Options(raw_mode=True)
+        options.set_max_open_files(-1)  # a secondary instance requires it
+        secondary = os.path.join(workdir, f"s{len(dbs)}-{os.path.basename(path)}")
+        db = dbs[path] = Rdict(path, options, access_type=AccessType.secondary(secondary))
+        db.try_catch_up_with_primary()
+        return db
+
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        partition, path, card_ids = job
+        started = time.perf_counter()
+        profiles: list[dict[str, Any]] = []
+        offset, max_ts = -1, 0
+        if os.path.isdir(path):  # no DB yet: nothing has been folded on this partition
+            for key, value in open_secondary(path).items():
+                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+                if key.startswith(FAUST_KEY_PREFIX):
+                    continue
+                profile = decode_profile(value)
+                profile["uid"] = key.decode()
+                profiles.append(profile)
+                o, t = decode_watermark(value)
+                offset, max_ts = max(offset, o), max(max_ts, t)
+        conn.send(("loaded", len(profiles), time.perf_counter() - started, offset, max_ts))
+        for card_id in card_ids:
+            conn.send_bytes(map_partition(cards[card_id], partition, profiles, max_ts, offset).encode())
+
+
+# --- the parent side -------------------------------------------------------------------------------
+
+
+class MapProcess:
+    """Runs card maps in a child process; kills and restarts it when a card overruns its budget.
+
+    ``run`` blocks: call it from a thread (the scheduler uses a one-thread executor).
+    """
+
+    def __init__(self, settings: Settings, cards: dict[str, Card], metrics: CardMetrics) -> None:
+        self.settings = settings
+        self.cards = cards
+        self.metrics = metrics
+        self._workdir = tempfile.mkdtemp(prefix="cardflow-maps-")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+
+    def _start(self) -> Connection:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process running asyncio and librdkafka
+        parent, child = ctx.Pipe()
+        s = self.settings
+        self._proc = ctx.Process(target=serve_maps, name="cardflow-maps", daemon=True,
+                                 args=(child, s.cards, s.profile_scripts, s.card_params, self._workdir))
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        return parent
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def close(self) -> None:
+        self._kill()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def run(self, partition: int, db_path: Path, card_ids: list[str]) -> tuple[list[Partial], list[str]]:
+        """Partials for ``card_ids`` over one partition, and the ids of the cards that overran."""
+        partials: list[Partial] = []
+        overran: list[str] = []
+        pending = list(card_ids)
+        while pending:
+            conn = self._conn if self._proc is not None and self._proc.is_alive() else None
+            if conn is None:
+                self._kill()
+                conn = self._start()
+            conn.send((partition, str(db_path), pending))
+            if not conn.poll(LOAD_TIMEOUT_S):
+                self._kill()
+                raise TimeoutError(f"card maps: reading partition {partition} took over {LOAD_TIMEOUT_S}s")
+            _, count, seconds, offset, max_ts = conn.recv()
+            self.metrics.load_seconds.observe(seconds)
+            while pending:
+                card = self.cards[pending[0]]
+                if not conn.poll(card.budget):
+                    # The card overran (or looped forever): stop it, and go on with the rest.
+                    self._kill()
+                    pending.pop(0)
+                    overran.append(card.id)
+                    self.metrics.maps.labels(card.id, "overran").inc()
+                    partials.append(Partial(
+                        card.id, card.version, partition, b"null", max_ts, offset, int(time.time() * 1000),
+                        card.budget * 1000,
+                        f"map ran longer than its budget of {card.budget:g}s over {count} profiles; "
+                        "stopped (make it faster or raise the card's budget)"))
+                    break
+                partial = Partial.decode(conn.recv_bytes())
+                pending.pop(0)
+                partials.append(partial)
+                self.metrics.maps.labels(card.id, "error" if partial.error else "ok").inc()
+                self.metrics.map_seconds.labels(card.id).observe(partial.run_ms / 1000)
+        return partials, overran
+
+
+class CardScheduler:
+    """Decides which card maps run, when: per card, at most once per its debounce, over the
+    partitions that changed since its last run (all owned partitions after an assignment)."""
+
+    def __init__(self, cards: tuple[Card, ...], process: MapProcess, send: Callable[[Partial], Any],
+                 owned: Callable[[], set[int]], db_path: Callable[[int], Path],
+                 busy: Callable[[], bool]) -> None:
+        self.cards = {card.id: card for card in cards}
+        self.process = process
+        self.send = send
+        self.owned = owned
+        self.db_path = db_path
+        self.busy = busy
+        self.dirty: dict[str, set[int]] = {card.id: set() for card in cards}
+        self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}
+        self.penalty: dict[str, float] = {}
+        self._known: set[int] = set()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="cardflow-maps")
+
+    def mark_dirty(self, partitions: Iterable[int]) -> None:
+        parts = set(partitions)
+        for dirty in self.dirty.values():
+            dirty |= parts
+
+    async def tick(self) -> None:
+        if self.busy():
+            return  # rebalancing or recovering: the local profiles may be incomplete
+        owned = self.owned()
+        new = owned - self._known
+        self._known = owned
+        if new:
+            self.mark_dirty(new)
+        now = time.monotonic()
+        jobs: dict[int, list[str]] = defaultdict(list)
+        for card_id, dirty in self.dirty.items():
+            dirty &= owned
+            if dirty and now >= self.not_before[card_id]:
+                for partition in sorted(dirty):
+                    jobs[partition].append(card_id)
+                dirty.clear()  # marks made while the maps run are kept for the next run
+                self.not_before[card_id] = now + self.cards[card_id].debounce
+        loop = asyncio.get_running_loop()
+        for partition, card_ids in sorted(jobs.items()):
+            partials, overran = await loop.run_in_executor(
+                self._executor, self.process.run, partition, self.db_path(partition), card_ids)
+            for partial in partials:
+                await self.send(partial)
+            for card_id in card_ids:
+                if card_id in overran:
+                    # Back off a card that keeps overrunning: each overrun costs a new child process.
+                    self.penalty[card_id] = min(MAX_PENALTY_S, max(5.0, self.penalty.get(card_id, 0) * 2))
+                    self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
+                else:
+                    self.penalty.pop(card_id, None)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.process.close()
+
+
+class ResultPublisher:
+    """The reducer's state: the latest partials per (card, partition) of the card-partials partitions
+    this worker owns, loaded from the topic's start when a partition is first seen."""
+
+    def __init__(self, settings: Settings, cards: tuple[Card, ...], partials_topic: str,
+                 metrics: CardMetrics) -> None:
+        self.settings = settings
+        self.reducer = CardReducer(cards)
+        self.partials_topic = partials_topic
+        self.metrics = metrics
+        self.loaded: set[int] = set()
+
+    def cards_of(self, partition: int) -> list[str]:
+        """The cards whose partials live on ``partition`` of card-partials (only their owner renders them)."""
+        n = self.settings.partitions
+        return [card_id for card_id in self.reducer.cards if card_partition(card_id, n) == partition]
+
+    def forget(self) -> None:
+        """After a rebalance: reload every partition when it is next seen."""
+        self.loaded.clear()
+
+    def load(self, partition: int, upto: int) -> int:
+        """Read ``partition`` of card-partials from its start up to (not including) ``upto``; blocking."""
+        consumer = manual_consumer(self.settings, f"{self.settings.topic_prefix}cardflow-reducer-load")
+        kept = 0
+        try:
+            for msg in read_to_end(consumer, self.partials_topic, {partition: 0}, timeout=30.0):
+                if msg.offset() >= upto:
+                    break
+                kept += self.reducer.add(Partial.decode(msg.value()))
+        finally:
+            consumer.close()
+        return kept
+
+    def render(self, card_id: str) -> bytes:
+        record = self.reducer.result(card_id)
+        self.metrics.results.labels(card_id, "error" if record["error"] else "ok").inc()
+        return CARD_RESULT.encode(record)
+
+
+def register_card_agents(app: faust.App, settings: Settings, cards: tuple[Card, ...],
+                         scheduler: CardScheduler, publisher: ResultPublisher,
+                         partials: faust.TopicT, results: faust.TopicT) -> None:
+    @app.timer(interval=settings.card_tick_ms / 1000)
+    async def run_cards() -> None:
+        try:
+            await scheduler.tick()
+        except Exception:
+            log.exception("card maps failed; retrying next tick")
+            scheduler.mark_dirty(scheduler.owned())
+
+    @app.agent(partials, name="card-reducer", concurrency=1)
+    async def reduce(stream: faust.StreamT[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        async for batch in stream.take_events(1000, within=0.05):  # type: ignore[attr-defined]
+            changed: set[str] = set()
+            for event in batch:
+                message = event.message
+                if message.partition not in publisher.loaded:
+                    await loop.run_in_executor(None, publisher.load, message.partition, message.offset)
+                    publisher.loaded.add(message.partition)
+                    changed.update(publisher.cards_of(message.partition))
+                partial = Partial.decode(message.value)
+                if publisher.reducer.add(partial):
+                    changed.add(partial.card_id)
+            for card_id in sorted(changed):
+                await results.send(key=card_id.encode(), value=publisher.render(card_id))
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _forget(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        publisher.forget()
+
+    del run_cards, reduce, _forget
