@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint setup kafka-jars clean
+.PHONY: run test test-unit lint setup kafka-jars test-packages clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) kafka-jars
 
+# The browser test drives Debian's Chromium; the retention test checks bitmapist on a real Redis.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-packages:
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium redis-server >/dev/null; }
+
 kafka-jars: $(STAMP)
 	$(BIN)/cardflow kafka fetch
 
 run: setup
 	$(BIN)/cardflow dev
 
-test: setup lint
+test: setup test-packages lint
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)
@@ -29,6 +36,13 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy cardflow agents topologies connectors
+
+# The dashboard's chart library, from npm at a pinned version, bundled into the package (no CDN).
+CHARTJS := 4.5.1
+vendor-chartjs:
+	cd $$(mktemp -d) && npm pack chart.js@$(CHARTJS) >/dev/null && tar xzf chart.js-$(CHARTJS).tgz && \
+	  cp package/dist/chart.umd.min.js $(CURDIR)/cardflow/api/static/ && \
+	  cp package/LICENSE.md $(CURDIR)/cardflow/api/static/chart.js.LICENSE.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

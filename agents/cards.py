@@ -309,13 +309,16 @@ class ResultPublisher:
 def register_card_agents(app: faust.App, settings: Settings, cards: tuple[Card, ...],
                          scheduler: CardScheduler, publisher: ResultPublisher,
                          partials: faust.TopicT, results: faust.TopicT) -> None:
-    @app.timer(interval=settings.card_tick_ms / 1000)
+    @app.task
     async def run_cards() -> None:
-        try:
-            await scheduler.tick()
-        except Exception:
-            log.exception("card maps failed; retrying next tick")
-            scheduler.mark_dirty(scheduler.owned())
+        # A loop, not app.timer: a tick that runs maps may take longer than the interval.
+        while True:
+            await asyncio.sleep(settings.card_tick_ms / 1000)
+            try:
+                await scheduler.tick()
+            except Exception:
+                log.exception("card maps failed; retrying next tick")
+                scheduler.mark_dirty(scheduler.owned())
 
     @app.agent(partials, name="card-reducer", concurrency=1)
     async def reduce(stream: faust.StreamT[bytes]) -> None:

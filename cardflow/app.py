@@ -14,20 +14,21 @@ import faust
 from cardflow.config import SecurityProtocol, Settings
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL and SASL_SSL clusters; None otherwise."""
+    if settings.security_protocol not in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        return None
+    context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+    if settings.ssl_certfile:
+        context.load_cert_chain(str(settings.ssl_certfile),
+                                str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
+    return context
+
+
 def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     """Faust/aiokafka credentials for SASL and TLS clusters; None for PLAINTEXT."""
-    protocol = settings.security_protocol
-    context = None
-    if protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
-        context = ssl.create_default_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-        if settings.ssl_certfile:
-            context.load_cert_chain(
-                str(settings.ssl_certfile),
-                str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-            )
-    if protocol.value.startswith("SASL"):
+    context = ssl_context(settings)
+    if settings.security_protocol.value.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.sasl_username,
             password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
@@ -37,6 +38,18 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+def aiokafka_options(settings: Settings) -> dict[str, Any]:
+    """Connection options for a plain aiokafka client (the API's results reader)."""
+    options: dict[str, Any] = {"bootstrap_servers": settings.broker.split(","),
+                               "security_protocol": settings.security_protocol.value,
+                               "ssl_context": ssl_context(settings)}
+    if settings.sasl_mechanism:
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        options.update(sasl_mechanism=settings.sasl_mechanism.value,
+                       sasl_plain_username=settings.sasl_username, sasl_plain_password=password)
+    return options
 
 
 def table_options(settings: Settings) -> dict[str, Any]:

@@ -86,8 +86,8 @@ def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -
         if not _wait_http(f"{base}/healthz", children["api"]):
             print(f"error: the API did not come up; see {logs / 'api.log'}", file=sys.stderr)
             return 1
-        print(f"API: {base}/  (events POST {base}/v1/events, profiles {base}/v1/profiles/<uid>, "
-              f"health {base}/healthz, metrics {base}/metrics; the dashboard is not built yet)")
+        print(f"Dashboard: {base}/  (cards {base}/v1/cards, events POST {base}/v1/events, "
+              f"profiles {base}/v1/profiles/<uid>, health {base}/healthz, metrics {base}/metrics)")
         print(f"Logs: {logs}. Press Ctrl-C to stop.", flush=True)
 
         def demo() -> None:

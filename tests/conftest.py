@@ -23,7 +23,7 @@ _prefixes = itertools.count()
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Markers follow the folder, so `pytest -m unit` needs no per-test decoration.
     for item in items:
-        for kind in ("unit", "integration", "e2e"):
+        for kind in ("unit", "integration", "e2e", "browser"):
             if f"{os.sep}{kind}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, kind))
 

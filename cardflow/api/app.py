@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from cardflow.config import Settings
 
 from .auth import SETTINGS_KEY
+from .cards import add_card_routes
 from .errors import json_errors
 from .health import add_health_routes
 from .ingest import add_ingest_routes
@@ -45,6 +46,7 @@ def create_api(settings: Settings) -> web.Application:
     add_health_routes(app, settings, registry)
     add_ingest_routes(app, settings, registry)
     add_profile_routes(app, settings)
+    add_card_routes(app, settings)
     add_openapi_route(app)
     if not settings.api_tokens:
         log.warning("CARDFLOW_API_TOKENS is empty: the API accepts requests without a token")

@@ -19,6 +19,9 @@ def _scopes_of(request: web.Request) -> frozenset[Scope] | None:
     tokens = request.app[SETTINGS_KEY].api_tokens
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header and request.method == "GET":
+        # Browsers' EventSource cannot send headers: reads may pass the token as ?token=.
+        scheme, token = "bearer", request.query.get("token", "")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     for known, scopes in tokens.items():
@@ -36,7 +39,7 @@ def require(scope: Scope) -> Callable[[Handler], Handler]:
                 scopes = _scopes_of(request)
                 if scopes is None:
                     raise error(401, "unauthorized",
-                                "send a valid token as 'Authorization: Bearer <token>'",
+                                "send a valid token as 'Authorization: Bearer <token>' (or ?token= on GET)",
                                 headers={"WWW-Authenticate": 'Bearer realm="cardflow"'})
                 if scope not in scopes and Scope.ADMIN not in scopes:
                     raise error(403, "forbidden", f"this token lacks the '{scope.value}' scope")

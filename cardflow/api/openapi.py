@@ -65,6 +65,19 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {"index": {"type": "integer"}, "reason": {"type": "string"},
                                "message": {"type": "string"}},
             },
+            "Card": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"}, "version": {"type": "string"}, "title": {"type": "string"},
+                    "summary": {"type": "string"},
+                    "widgets": {"type": "array", "description": "see cardflow.widgets.widget_schema()"},
+                    "generated_at": {"type": "integer", "description": "epoch ms"},
+                    "max_ts": {"type": "integer", "description": "latest event time the result includes"},
+                    "offsets": {"type": "object", "additionalProperties": {"type": "integer"},
+                                "description": "events partition → last offset included"},
+                    "run_ms": {"type": "number"}, "error": {"type": ["string", "null"]},
+                },
+            },
             "Error": {
                 "type": "object", "required": ["error", "message"],
                 "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
@@ -93,6 +106,31 @@ DOCUMENT: dict[str, Any] = {
                           "404": _json(_ERROR, "unknown uid"),
                           "503": _json(_ERROR, "no people worker answered")},
         }},
+        "/v1/cards": {"get": {
+            "summary": "Every card's latest result; complete is false while the results are still loading",
+            "security": [{"bearer": []}],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "cards": {"type": "array", "items": {"$ref": "#/components/schemas/Card"}},
+                "complete": {"type": "boolean"}}}, "the cards")},
+        }},
+        "/v1/cards/{id}": {"get": {
+            "summary": "One card's latest result",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Card"}, "the card"),
+                          "404": _json(_ERROR, "unknown card")},
+        }},
+        "/v1/cards/{id}/stream": {"get": {
+            "summary": "Server-sent events: the card's result now and on every change (event: result)",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "text/event-stream"}},
+        }},
+        "/v1/cards/stream": {"get": {
+            "summary": "Server-sent events for every card (what the dashboard uses)",
+            "security": [{"bearer": []}],
+            "responses": {"200": {"description": "text/event-stream"}},
+        }},
         "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"summary": "readiness: the broker answers",
                             "responses": {"200": {"description": "ready"},
@@ -108,9 +146,8 @@ def add_openapi_route(app: web.Application) -> None:
         return web.json_response(DOCUMENT)
 
     async def index(_: web.Request) -> web.Response:
-        # Where the dashboard will be; until then, what this service offers.
-        return web.json_response({"service": "cardflow", "openapi": "/openapi.json",
+        return web.json_response({"service": "cardflow", "dashboard": "/", "openapi": "/openapi.json",
                                   "endpoints": sorted(DOCUMENT["paths"])})
 
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/", index)
+    app.router.add_get("/v1", index)

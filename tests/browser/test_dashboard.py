@@ -1,0 +1,95 @@
+"""The dashboard in headless Chromium (Debian's): it loads, draws every built-in card's widgets,
+and a new event changes a number on the page within seconds, without a reload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from cardflow.config import Settings
+from cardflow.connectors.kafka_admin import ensure_topics
+
+from .. import cards_truth as truth
+from ..helpers import http, start_api, wait_until
+from ..integration.test_people import produce
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# What each built-in card must draw: widget types in the card, and how many drawn charts.
+EXPECTED = {
+    "active-users": ({"group", "number", "line"}, 1),
+    "top-events": ({"bar", "table"}, 1),
+    "retention": ({"cohort"}, 0),
+    "funnel": ({"funnel"}, 0),
+    "users-by-country": ({"map", "table"}, 0),
+    "recent-users": ({"users"}, 0),
+}
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium is not installed; `make test` installs it (apt-get install chromium)")
+    return path
+
+
+def test_dashboard_draws_cards_and_updates_live(settings: Settings, service) -> None:
+    from playwright.sync_api import sync_playwright
+
+    settings = settings.replace(api_tokens="reader:read;writer:ingest", card_params={
+        "funnel": {"steps": ["signup", "page_view", "purchase"]}})
+    ensure_topics(settings)
+    service(["worker", "people"], settings)
+    base = start_api(service, settings)
+    produce(settings, truth.make_events(150))
+
+    def all_cards() -> bool:
+        status, _, body = http("GET", f"{base}/v1/cards", headers={"Authorization": "Bearer reader"})
+        assert status == 200, body
+        ready = {c["id"] for c in body["cards"] if not c["error"] and c["widgets"]}
+        return set(EXPECTED) <= ready
+
+    wait_until(all_cards, timeout=120, interval=1, what="every built-in card to have a result")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{base}/?token=reader")
+            page.wait_for_selector("#status.live", timeout=20_000)
+            for card, (types, charts) in EXPECTED.items():
+                section = page.locator(f'[data-card="{card}"]')
+                section.wait_for(timeout=20_000)
+                drawn = set(section.locator("[data-widget]").evaluate_all(
+                    "nodes => nodes.map(n => n.dataset.widget)"))
+                assert types <= drawn, (card, drawn)
+                if charts:
+                    page.wait_for_function(
+                        f"document.querySelectorAll('[data-card=\"{card}\"] canvas[data-drawn]').length"
+                        f" >= {charts}", timeout=10_000)
+                assert section.locator(".error").count() == 0, section.inner_text()
+            assert not errors, errors
+
+            dau = page.locator('[data-card="active-users"] [data-widget="number"] .value').first
+            before = int(dau.get_attribute("data-value") or "0")
+            page.evaluate("window.__noReload = true")
+            status, _, body = http("POST", f"{base}/v1/events", body=json.dumps(
+                {"uid": "brand-new-user", "event": "signup", "ts": int(time.time() * 1000)}).encode(),
+                headers={"Authorization": "Bearer writer", "Content-Type": "application/json"})
+            assert status == 202, body
+            started = time.monotonic()
+            page.wait_for_function(
+                "v => Number(document.querySelector('[data-card=\"active-users\"] "
+                "[data-widget=\"number\"] .value').dataset.value) === v", arg=before + 1, timeout=15_000)
+            took = time.monotonic() - started
+            assert page.evaluate("window.__noReload") is True, "the page reloaded"
+            print(f"DAU went {before} -> {before + 1} on the page {took:.2f}s after the event was sent")
+            page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
