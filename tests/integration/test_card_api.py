@@ -1,0 +1,96 @@
+"""The results API on the real broker: auth, lookups, server-sent events, and replicas that rebuild
+their state from the compacted results topic."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+from cardflow.config import Settings
+from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.local_kafka import free_port
+
+from .. import cards_truth as truth
+from ..helpers import http, start_api, wait_until
+from .test_people import produce
+
+BUILTIN = {"active-users", "top-events", "retention", "funnel", "users-by-country", "recent-users"}
+READ = {"Authorization": "Bearer reader"}
+
+
+def cards(base: str) -> dict[str, Any]:
+    status, _, body = http("GET", f"{base}/v1/cards", headers=READ)
+    assert status == 200, body
+    return body
+
+
+def sse_events(response: Any) -> Any:
+    """Parse a text/event-stream into (event, data) pairs."""
+    event, data = None, []
+    for raw in response:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = None, []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def purchases(card: dict[str, Any]) -> int:
+    return {row[0]: row[1] for row in card["widgets"][1]["rows"]}.get("purchase", 0)
+
+
+def test_results_api(settings: Settings, service) -> None:
+    settings = settings.replace(api_tokens="reader:read;writer:ingest")
+    ensure_topics(settings)
+    service(["worker", "people"], settings)
+    events = truth.make_events(60)
+    produce(settings, events)
+    base = start_api(service, settings)
+    wait_until(lambda: BUILTIN <= {c["id"] for c in cards(base)["cards"] if c["widgets"]}, timeout=120,
+               interval=1, what="the built-in cards' results")
+
+    assert http("GET", f"{base}/v1/cards")[0] == 401
+    status, _, body = http("GET", f"{base}/v1/cards", headers={"Authorization": "Bearer writer"})
+    assert (status, body["error"]) == (403, "forbidden")
+    assert http("GET", f"{base}/v1/cards?token=reader")[0] == 200  # what EventSource uses
+    status, _, body = http("GET", f"{base}/v1/cards/nope", headers=READ)
+    assert status == 404 and "top-events" in body["message"]
+
+    # The card document is the latest record of the results topic, decoded.
+    status, _, card = http("GET", f"{base}/v1/cards/top-events", headers=READ)
+    assert status == 200
+    latest = truth.read_results(settings)["top-events"]
+    assert card["widgets"] == json.loads(latest["widgets"])
+    assert card["max_ts"] == max(e["ts"] for e in events) and card["error"] is None
+    assert purchases(card) == sum(e["event"] == "purchase" for e in events)
+
+    # SSE: the current result at once, then a new one after a new event.
+    request = urllib.request.Request(f"{base}/v1/cards/top-events/stream", headers=READ)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        stream = sse_events(response)
+        kind, first = next(stream)
+        assert kind == "result" and first["id"] == "top-events"
+        before = purchases(first)
+        produce(settings, [{"uid": "sse-user", "event": "purchase", "ts": int(time.time() * 1000)}])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            kind, update = next(stream)
+            assert update["id"] == "top-events"
+            if purchases(update) == before + 1:
+                break
+        else:
+            raise AssertionError("no result with the new purchase arrived on the stream")
+
+    # A new replica rebuilds every result from the compacted topic at start.
+    replica = settings.replace(api_port=free_port())
+    other = start_api(service, replica)
+    assert cards(other)["complete"] is True
+    wait_until(lambda: cards(other)["cards"] == cards(base)["cards"], timeout=20,
+               what="the new replica to serve the same results")
