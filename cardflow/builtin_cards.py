@@ -298,7 +298,10 @@ class UsersByProperty(Card):
         total = total or Counter()
         users = sum(total.values())
         top = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[: self.p["limit"]]
-        codes = {k.upper(): v for k, v in total.items() if len(k) == 2 and k.isalpha()}
+        codes: Counter[str] = Counter()
+        for k, v in total.items():
+            if len(k) == 2 and k.isascii() and k.isalpha():
+                codes[k.upper()] += v
         return [Map(codes, label="users"),
                 Table([self.p["property"], "users", "share"],
                       [[k, v, round(v / users, 4)] for k, v in top])]

@@ -1,0 +1,57 @@
+"""Card maps in their child process, over a real RocksDB written by this test as the worker would:
+results follow the primary's writes, a raising card and a looping card become error partials,
+and the child is replaced after an overrun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from rocksdict import Options, Rdict
+
+from cardflow.agents.cards import FAUST_KEY_PREFIX, CardMetrics, MapProcess
+from cardflow.cards import decode_partial, load_cards
+from cardflow.config import Settings
+from cardflow.profiles import encode_value
+
+CARDS = ("cardflow.builtin_cards:TopEvents,tests.integration.extra_cards:Broken,"
+         "tests.integration.extra_cards:Forever")
+
+
+def put(db: Rdict, uid: str, events: dict[str, int], offset: int) -> None:
+    value = {"profile": {"events": events}, "meta": {"offset": offset, "ids": {}, "version": 1, "max_ts": offset}}
+    db[uid.encode()] = encode_value(value)
+
+
+def test_maps_follow_writes_and_survive_bad_cards(tmp_path: Path, settings: Settings) -> None:
+    settings = settings.replace(cards=CARDS)
+    cards = {c.id: c for c in load_cards(settings.cards, ["standard"])}
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    path = tmp_path / "profiles-0.db"
+    db = Rdict(str(path), options)
+    db[FAUST_KEY_PREFIX + b"\x00offset__"] = b"41"
+    put(db, "a", {"view": 2}, 10)
+    put(db, "b", {"view": 1, "buy": 1}, 12)
+    process = MapProcess(settings, cards, CardMetrics(CollectorRegistry()))
+    try:
+        partials, overran = process.run(0, path, ["top-events", "broken", "forever"])
+        by_card = {p.card_id: p for p in partials}
+        assert overran == ["forever"]
+        assert decode_partial(by_card["top-events"].partial)["counts"] == {"view": 3, "buy": 1}
+        assert (by_card["top-events"].offset, by_card["top-events"].max_ts) == (12, 12)
+        assert "ZeroDivisionError: this card always fails" in (by_card["broken"].error or "")
+        assert "longer than its budget of 2s over 2 profiles" in (by_card["forever"].error or "")
+
+        # A new child; the writes made since are seen (the secondary catches up with the primary).
+        put(db, "c", {"buy": 5}, 20)
+        partials, overran = process.run(0, path, ["top-events"])
+        assert not overran
+        assert decode_partial(partials[0].partial)["counts"] == {"view": 3, "buy": 6}
+        assert partials[0].offset == 20
+        # A partition with no database yet is an empty partial, not an error.
+        partials, _ = process.run(1, tmp_path / "profiles-1.db", ["top-events"])
+        assert partials[0].error is None and partials[0].offset == -1
+    finally:
+        process.close()
+        db.close()
