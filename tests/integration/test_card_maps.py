@@ -19,7 +19,8 @@ CARDS = ("cardflow.builtin_cards:TopEvents,tests.integration.extra_cards:Broken,
 
 
 def put(db: Rdict, uid: str, events: dict[str, int], offset: int) -> None:
-    value = {"profile": {"events": events}, "meta": {"offset": offset, "ids": {}, "version": 1, "max_ts": offset}}
+    meta = {"offset": offset, "ids": {}, "version": 1, "max_ts": offset}
+    value = {"profile": {"events": events}, "meta": meta}
     db[uid.encode()] = encode_value(value)
 
 

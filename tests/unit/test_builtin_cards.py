@@ -93,7 +93,8 @@ def test_retention_first_and_every_forms() -> None:
     every = Retention(**base, form="every")
     assert every.cells(split_total(every, users))[1] == ("2026-01-02", 2, [None, 1, None])
     rendered = every.widgets(split_total(every, users))[0]
-    assert rendered["rows"][1]["cells"] == [None, 0.5, None] and rendered["rows"][1]["counts"] == [None, 1, None]
+    assert rendered["rows"][1]["cells"] == [None, 0.5, None]
+    assert rendered["rows"][1]["counts"] == [None, 1, None]
     with pytest.raises(CardError, match="form must be"):
         Retention(form="sometimes").map([])
 
