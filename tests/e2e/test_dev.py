@@ -37,9 +37,11 @@ def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
         wait_until(lambda: "Press Ctrl-C to stop" in dev.output() or dev.proc.poll() is not None,
                    timeout=180, what="cardflow dev to start")
         assert dev.proc.poll() is None, dev.output()
-        assert f"API: {base}/" in dev.output()
-        status, _, index = http("GET", f"{base}/")
-        assert status == 200 and "/v1/events" in index["endpoints"]
+        assert f"Dashboard: {base}/" in dev.output()
+        status, _, page = http("GET", f"{base}/")
+        assert status == 200 and "/static/dashboard.js" in page
+        status, _, index = http("GET", f"{base}/v1")
+        assert status == 200 and "/v1/cards" in index["endpoints"]
         assert _get(f"{base}/healthz") == (200, json.dumps({"status": "ok"}))
         assert _get(f"{base}/readyz")[0] == 200
         assert "cardflow_api_broker_up 1.0" in _get(f"{base}/metrics")[1]
@@ -51,6 +53,15 @@ def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
         change = wait_until(lambda: consumer.poll(0.5), timeout=90, what="a profile change")
         consumer.close()
         assert change.error() is None and profile_change(change)["version"] >= 1
+
+        # … and every built-in card gets a result the dashboard can draw.
+        builtin = {"active-users", "top-events", "retention", "funnel", "users-by-country", "recent-users"}
+
+        def cards() -> bool:
+            status, _, body = http("GET", f"{base}/v1/cards")
+            return status == 200 and builtin <= {c["id"] for c in body["cards"] if c["widgets"]}
+
+        wait_until(cards, timeout=90, interval=1, what="the built-in cards' results")
     finally:
         code = dev.stop(signal.SIGINT, grace=90)
     assert code == 0, dev.output()[-3000:]
