@@ -93,7 +93,10 @@ class _Timed:
         self.partition, self.offset, self.opaque_time = msg.partition, msg.offset, t
 
 
-def follow_results(settings: Settings, stop: threading.Event, seen: list[tuple[float, dict[int, int]]]) -> None:
+Seen = list[tuple[float, dict[int, int]]]  # (arrival time, offsets) of each top-events result
+
+
+def follow_results(settings: Settings, stop: threading.Event, seen: Seen) -> None:
     consumer = Consumer({**settings.kafka_client_config(), "group.id": f"bench-{time.time_ns()}",
                          "auto.offset.reset": "latest", "enable.auto.commit": False})
     consumer.subscribe([settings.topic("results")])
@@ -173,9 +176,8 @@ def main() -> None:
                 time.sleep(0.5)
             seed_s = time.perf_counter() - t
             time.sleep(5)  # let the first full card round finish
-            loads = counter(wport, "cardflow_card_load_seconds_sum"), counter(wport, "cardflow_card_load_seconds_count")
             stop = threading.Event()
-            seen: list[tuple[float, dict[int, int]]] = []
+            seen: Seen = []
             follower = threading.Thread(target=follow_results, args=(settings, stop, seen))
             follower.start()
             time.sleep(2)
@@ -189,14 +191,11 @@ def main() -> None:
             follower.join()
             lat = latencies(sent, seen)
             folded_eps = (consumed_at_end - args.users) / args.seconds
-            map_sum: dict[str, float] = {}
             metrics_text = _metrics(wport)
-            for line in metrics_text.splitlines():
-                if line.startswith("cardflow_card_map_seconds_sum{"):
-                    card = line.split('card="', 1)[1].split('"', 1)[0]
-                    map_sum[card] = float(line.split()[-1])
-            counts = {line.split('card="', 1)[1].split('"', 1)[0]: float(line.split()[-1])
-                      for line in metrics_text.splitlines() if line.startswith("cardflow_card_map_seconds_count{")}
+            map_sum = labelled(metrics_text, "cardflow_card_map_seconds_sum")
+            counts = labelled(metrics_text, "cardflow_card_map_seconds_count")
+            loads = (counter(wport, "cardflow_card_load_seconds_sum"),
+                     counter(wport, "cardflow_card_load_seconds_count"))
         finally:
             if proc is not None:
                 proc.terminate()
@@ -218,6 +217,15 @@ def main() -> None:
                                                       * 100_000 / args.users, 3)
                                           for card in sorted(map_sum) if counts.get(card)},
     }, indent=2))
+
+
+def labelled(text: str, name: str) -> dict[str, float]:
+    """``{card: value}`` of a metric labelled by card."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            out[line.split('card="', 1)[1].split('"', 1)[0]] = float(line.split()[-1])
+    return out
 
 
 def _metrics(port: int) -> str:
