@@ -76,6 +76,9 @@ class CardMetrics:
                                       buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.results = Counter("cardflow_card_results", "results published", ["card", "outcome"],
                                registry=registry)
+        self.bad_partials = Counter("cardflow_card_bad_partials",
+                                    "records in card-partials that are not CardPartials (skipped)",
+                                    registry=registry)
 
 
 # --- the child process -----------------------------------------------------------------------------
@@ -295,7 +298,10 @@ class ResultPublisher:
             for msg in read_to_end(consumer, self.partials_topic, {partition: 0}, timeout=30.0):
                 if msg.offset() >= upto:
                     break
-                kept += self.reducer.add(Partial.decode(msg.value()))
+                try:
+                    kept += self.reducer.add(Partial.decode(msg.value()))
+                except Exception:  # noqa: BLE001 - counted; the live path logs it
+                    self.metrics.bad_partials.inc()
         finally:
             consumer.close()
         return kept
@@ -331,7 +337,13 @@ def register_card_agents(app: faust.App, settings: Settings, cards: tuple[Card, 
                     await loop.run_in_executor(None, publisher.load, message.partition, message.offset)
                     publisher.loaded.add(message.partition)
                     changed.update(publisher.cards_of(message.partition))
-                partial = Partial.decode(message.value)
+                try:
+                    partial = Partial.decode(message.value)
+                except Exception as exc:  # noqa: BLE001 - not ours: skipped, logged and counted
+                    publisher.metrics.bad_partials.inc()
+                    log.error("card-partials %d@%d is not a CardPartial (%s); skipped",
+                              message.partition, message.offset, exc)
+                    continue
                 if publisher.reducer.add(partial):
                     changed.add(partial.card_id)
             for card_id in sorted(changed):

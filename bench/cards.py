@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest import machine  # noqa: E402
@@ -121,7 +123,7 @@ def latencies(sent: list[tuple[int, int, float]], seen: list[tuple[float, dict[i
 
 def broker_latency(settings: Settings, n: int = 2000) -> list[float]:
     """Produce → consume round trips on an idle topic of the same broker, one message at a time."""
-    topic = settings.topic("card-partials")  # empty until the worker starts
+    topic = settings.topic("bench-baseline")
     consumer = Consumer({**settings.kafka_client_config(), "group.id": f"base-{time.time_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
@@ -164,15 +166,19 @@ def main() -> None:
         proc = None
         try:
             ensure_topics(settings)
+            admin = AdminClient(settings.kafka_client_config())
+            admin.create_topics([NewTopic(settings.topic("bench-baseline"), 1, 1)])["bench-baseline"].result()
             base = broker_latency(settings)
+            log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115 - closed with the worker
             proc = subprocess.Popen([sys.executable, "-m", "cardflow", "worker", "people"],
-                                    env={**os.environ, **settings.to_env()},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    env={**os.environ, **settings.to_env()}, stdout=log, stderr=log)
             wport = settings.worker_web_port
             t = time.perf_counter()
             seed_profiles(settings, args.users)
             while counter(wport, "cardflow_people_consumed_total") < args.users:
-                assert proc.poll() is None, "worker died"
+                if proc.poll() is not None:
+                    shutil.copy(Path(tmp) / "worker.log", "/tmp/bench-worker.log")
+                    raise SystemExit("the worker died; its log is in /tmp/bench-worker.log")
                 time.sleep(0.5)
             seed_s = time.perf_counter() - t
             time.sleep(5)  # let the first full card round finish

@@ -78,12 +78,10 @@ def active_days(profile: dict[str, Any], event: str | None = None) -> list[int]:
         if cell is None:
             continue
         end, bits = cell[0], int(cell[1], 16)
-        offset = 0
-        while bits:
-            if bits & 1:
-                days.add(end - offset)
-            bits >>= 1
-            offset += 1
+        while bits:  # one step per active day, not per bit position
+            low = bits & -bits
+            days.add(end - low.bit_length() + 1)
+            bits ^= low
     return sorted(days)
 
 
