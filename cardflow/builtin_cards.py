@@ -50,18 +50,23 @@ class ActiveUsers(Card):
     def map(self, profiles: Profiles) -> dict[str, Counter[int]]:
         last = day_number(today(self.p["as_of"]))
         first = last - self.p["days"] + 1
-        dau: Counter[int] = Counter()
-        wau: Counter[int] = Counter()
-        mau: Counter[int] = Counter()
+        span = last - first + 2
+        # Difference arrays: a user adds +1 over each run of days they count for, O(active days).
+        diffs = {name: [0] * span for name in ("dau", "wau", "mau")}
         for profile in profiles:
             days = [d for d in active_days(profile) if first - 29 <= d <= last]
-            if not days:
-                continue
-            dau.update(d for d in days if d >= first)
-            # A user counts for day d in WAU (MAU) when active on any of the 7 (30) days ending at d.
-            wau.update({x for d in days for x in range(max(d, first), min(d + 6, last) + 1)})
-            mau.update({x for d in days for x in range(max(d, first), min(d + 29, last) + 1)})
-        return {"dau": dau, "wau": wau, "mau": mau}
+            for name, width in (("dau", 1), ("wau", 7), ("mau", 30)):
+                _cover(diffs[name], days, width, first, last)
+        out = {}
+        for name, diff in diffs.items():
+            counts: Counter[int] = Counter()
+            running = 0
+            for i in range(span - 1):
+                running += diff[i]
+                if running:
+                    counts[first + i] = running
+            out[name] = counts
+        return out
 
     def render(self, total: dict[str, Counter[int]] | None) -> list[Widget]:
         total = total or {"dau": Counter(), "wau": Counter(), "mau": Counter()}
@@ -82,6 +87,25 @@ class ActiveUsers(Card):
         total = total or {"dau": Counter(), "wau": Counter(), "mau": Counter()}
         return f"{total['dau'][last]} active today, {total['wau'][last]} this week, " \
                f"{total['mau'][last]} this month"
+
+
+def _cover(diff: list[int], days: list[int], width: int, first: int, last: int) -> None:
+    """Add 1 to ``diff`` over every day in [first, last] within ``width`` days after an active day."""
+    run: list[int] | None = None
+    for d in days:  # ascending
+        start, end = max(d, first), min(d + width - 1, last)
+        if start > end:
+            continue
+        if run is not None and start <= run[1] + 1:
+            run[1] = max(run[1], end)
+            continue
+        if run is not None:
+            diff[run[0] - first] += 1
+            diff[run[1] - first + 1] -= 1
+        run = [start, end]
+    if run is not None:
+        diff[run[0] - first] += 1
+        diff[run[1] - first + 1] -= 1
 
 
 class TopEvents(Card):
