@@ -162,6 +162,7 @@ class Periods:
         self.dates = [self.shift(first, j) for j in range(rows + after + 1)]
         self.keys = [self.key(d) for d in self.dates]
         self.index = {key: j for j, key in enumerate(self.keys)}
+        self._by_day: dict[int, int | None] = {}  # memo: users share days
 
     def shift(self, d: date, n: int) -> date:
         if self.period == "days":
@@ -186,8 +187,11 @@ class Periods:
 
     def indices(self, days: Iterable[int]) -> set[int]:
         out = set()
+        memo = self._by_day
         for day in days:
-            j = self.index.get(self.key(day_date(day)))
+            if day not in memo:
+                memo[day] = self.index.get(self.key(day_date(day)))
+            j = memo[day]
             if j is not None:
                 out.add(j)
         return out
