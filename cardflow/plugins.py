@@ -1,8 +1,15 @@
-"""Loading user code named by a path: ``package.module`` or ``package.module:attribute``."""
+"""Loading user code named by a path: ``package.module``, ``package.module:attribute``, or a
+path on disk holding a ``/`` or ending in ``.py``: a file, or a directory whose ``*.py`` files
+are loaded in name order."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -11,6 +18,8 @@ def objects_at(path: str, setting: str) -> list[Any]:
 
     Raises ImportError naming ``setting`` when the module cannot be imported.
     """
+    if path.endswith(".py") or "/" in path:  # a file or directory (write ./cards for one in cwd)
+        return [obj for module in _files(path, setting) for obj in _own(module)]
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -19,6 +28,37 @@ def objects_at(path: str, setting: str) -> list[Any]:
                           "and that the module is on PYTHONPATH") from exc
     if attr:
         return [getattr(module, attr, None)]
+    return _own(module)
+
+
+def _files(path: str, setting: str) -> list[ModuleType]:
+    where = Path(path).expanduser()
+    if not where.exists():
+        raise ImportError(f"{path!r} does not exist; check {setting}")
+    files = sorted(where.glob("*.py")) if where.is_dir() else [where]
+    modules = []
+    for file in files:
+        # A stable, unique module name per file, so classes pickle and reload the same way.
+        name = f"cardflow_user_{file.stem}_{hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:8]}"
+        if name in sys.modules:
+            modules.append(sys.modules[name])
+            continue
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{file} cannot be loaded as Python; check {setting}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise ImportError(f"{file} failed to load ({type(exc).__name__}: {exc}); "
+                              f"check {setting}") from exc
+        modules.append(module)
+    return modules
+
+
+def _own(module: ModuleType) -> list[Any]:
     own = [v for v in vars(module).values() if getattr(v, "__module__", None) == module.__name__]
     # Instances (such as profile scripts) have the class's module; keep those defined here too.
     return own + [v for v in vars(module).values() if v not in own and not isinstance(v, type)]

@@ -113,6 +113,22 @@ def test_load_cards_checks_required_scripts() -> None:
         load_cards(["no.such.cards"], ["standard"])
 
 
+def test_load_cards_from_a_directory(tmp_path) -> None:
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "mine.py").write_text(
+        "from cardflow.cards import Card\n"
+        "class Visitors(Card):\n"
+        "    def map(self, profiles):\n"
+        "        return sum(1 for p in profiles)\n")
+    [card] = load_cards([str(tmp_path / "cards")], ["standard"])
+    assert card.id == "visitors" and card.map([{}, {}]) == 2
+    (tmp_path / "cards" / "zbroken.py").write_text("import no_such_module\n")
+    with pytest.raises(CardError, match=r"zbroken.py failed to load \(ModuleNotFoundError"):
+        load_cards([str(tmp_path / "cards")], ["standard"])
+    with pytest.raises(CardError, match="does not exist"):
+        load_cards([str(tmp_path / "nowhere/")], ["standard"])
+
+
 def test_serialised_widgets_match_the_published_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = widget_schema()
