@@ -5,16 +5,21 @@ used, re-route records that sit on the wrong partition, fold each user's
 events with every profile script, write each changed profile back once,
 and emit one profile change per changed user.
 
-Runs with ``concurrency=1`` because it updates a table. The batch body has
-no ``await``: every send is buffered (``send_soon``) and Faust flushes the
-producer before it commits offsets, so a batch is never half-done when the
-worker is cancelled. ``take_events`` acks a batch even when the body raises,
-so an unexpected error ends the process at once, before anything commits;
-the batch is then consumed again and deduplicated.
+Runs with ``concurrency=1`` because it updates a table. Profiles are written
+to the table's RocksDB store directly and everything the batch produces —
+the table's changelog records, profile changes, dead letters, re-routed
+events — goes through one librdkafka producer (``BatchSink``), flushed
+before the batch is acknowledged (Faust's own per-message produce path was
+the worker's bottleneck; see docs/benchmarks.md). ``take_events`` acks a
+batch even when the body raises, so an unexpected error, or a record the
+broker did not store, ends the process at once, before anything commits;
+the batch is then consumed again and deduplicated, and each profile is
+written back, so the changelog catches up with the local store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -26,14 +31,17 @@ from dataclasses import dataclass
 import faust
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # noqa: PLC2701 - see _as_current
+from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cardflow.codec import AvroCodec
+from cardflow.connectors.producer import BatchSink
 from cardflow.events import Decoder, Event, Reason, Rejected
 from cardflow.profiles import ProfileScript, encode_value, fold_events
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = AvroCodec.named("DeadLetter")
+FLUSH_TIMEOUT_S = 60.0
 PROFILE_CHANGE = AvroCodec.named("ProfileChange")
 
 
@@ -87,9 +95,14 @@ class ProfileFolder:
 
     def __init__(self, profiles: faust.Table, topics: Topics, decoder: Decoder,
                  scripts: tuple[ProfileScript, ...], horizon_ms: int, partitions: int,
-                 metrics: PeopleMetrics) -> None:
+                 metrics: PeopleMetrics, sink: BatchSink) -> None:
         self.profiles = profiles
+        self.store = profiles.data  # writes here skip Faust's changelog: the sink sends it
+        self.changelog = profiles.changelog_topic.get_topic_name()
+        self.sink = sink
         self.topics = topics
+        self.names = {"events": topics.events.get_topic_name(), "changes": topics.changes.get_topic_name(),
+                      "dlq": topics.dlq.get_topic_name()}
         self.decoder = decoder
         self.scripts = scripts
         self.horizon_ms = horizon_ms
@@ -117,8 +130,8 @@ class ProfileFolder:
             if message.partition != home:
                 # Produced without the uid key or with another partitioner: send the original
                 # bytes to the uid's partition, so one user's events stay on one partition.
-                self.topics.events.send_soon(
-                    key=event.key, value=message.value, partition=home,
+                self.sink.produce(
+                    self.names["events"], event.key, message.value, home,
                     headers={"cardflow-rerouted-from": f"{message.partition}/{message.offset}".encode()})
                 metrics.rerouted.inc()
                 continue
@@ -145,21 +158,32 @@ class ProfileFolder:
         anchor = records[events[-1][1]]
         self.metrics.folded.inc(result.folded)
         self.metrics.duplicates.inc(result.duplicates)
+        value, key, partition = encode_value(result.value), uid.encode(), anchor.message.partition
         with _as_current(anchor):
-            # Written back even when nothing changed: a re-delivered batch then brings the
-            # changelog up to what the local store already holds.
-            self.profiles[uid] = encode_value(result.value)
+            self.store[uid] = value
+        # Written back even when nothing changed: a re-delivered batch then brings the
+        # changelog up to what the local store already holds.
+        self.sink.produce(self.changelog, key, value, partition)
         if not result.changed:
             return False
         meta = result.value["meta"]
-        self.topics.changes.send_soon(key=uid.encode(), value=PROFILE_CHANGE.encode({
+        self.sink.produce(self.names["changes"], key, PROFILE_CHANGE.encode({
             "uid": uid, "version": meta["version"], "changed": result.changed,
-            "max_ts": meta["max_ts"], "partition": anchor.message.partition}))
+            "max_ts": meta["max_ts"], "partition": partition}), partition)
         return True
+
+    def note_delivered(self) -> None:
+        """After a flush: note in each RocksDB partition how far the changelog is known to hold
+        it, so Faust's recovery starts there instead of at the changelog's beginning."""
+        for (topic, partition), offset in self.sink.delivered.items():
+            if topic == self.changelog:
+                self.store.set_persisted_offset(TP(topic, partition), offset)
+        self.sink.delivered.clear()
 
     def _dead_letter(self, message: faust.types.Message, reason: str, text: str,
                      detail: str | None = None) -> None:
-        self.topics.dlq.send_soon(key=message.key, value=dead_letter(message, reason, text, detail))
+        self.sink.produce(self.names["dlq"], message.key, dead_letter(message, reason, text, detail),
+                          uid_partition(message.key, self.partitions) if message.key else message.partition)
         self.metrics.dead_lettered.labels(reason).inc()
 
 
@@ -182,10 +206,20 @@ def register_profiles_agent(app: faust.App, topics: Topics, folder: ProfileFolde
                             batch_size: int, batch_within: float) -> faust.types.AgentT:
     @app.agent(topics.events, name="profiles", concurrency=1)
     async def fold(stream: faust.StreamT[bytes]) -> None:
+        loop = asyncio.get_running_loop()
         async for batch in stream.take_events(batch_size, within=batch_within):  # type: ignore[attr-defined]
             started = time.perf_counter()
             try:
                 folder.process(list(batch))
+                try:
+                    await loop.run_in_executor(None, folder.sink.flush, FLUSH_TIMEOUT_S)
+                except asyncio.CancelledError:
+                    # Stopping: the batch is acknowledged on the way out, so finish its writes first.
+                    folder.sink.flush(FLUSH_TIMEOUT_S)
+                    raise
+                folder.note_delivered()
+            except asyncio.CancelledError:
+                raise
             except BaseException:
                 log.critical("profiles batch failed; exiting before its offsets commit", exc_info=True)
                 logging.shutdown()

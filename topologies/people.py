@@ -22,6 +22,7 @@ from cardflow.card_results import Partial
 from cardflow.cards import Card, load_cards
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import CARD_PARTIALS, EVENTS, EVENTS_DLQ, PROFILE_CHANGES, RESULTS
+from cardflow.connectors.producer import BatchSink, producer_config
 from cardflow.profiles import decode_value, load_scripts
 
 DAY_MS = 86_400_000
@@ -49,6 +50,7 @@ def build_people(settings: Settings) -> faust.App:
     folder = ProfileFolder(
         profiles, topics, settings.decoder(), scripts,
         int(settings.dedup_horizon_days * DAY_MS), settings.partitions, metrics,
+        BatchSink(producer_config(settings, **{"linger.ms": 2, "queue.buffering.max.messages": 500_000})),
     )
     register_profiles_agent(app, topics, folder, settings.batch_size, settings.batch_within_ms / 1000)
     cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
