@@ -126,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=None, help="CARDFLOW_BATCH_SIZE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -133,6 +134,8 @@ def main() -> None:
             env={}, data_dir=Path(tmp), kafka_port=port, kafka_controller_port=free_port(),
             broker=f"127.0.0.1:{port}", partitions=8, worker_web_port=free_port(),
             log_level="warning", kafka_heap="1g", cards=())  # the fold alone; bench/cards.py has cards
+        if args.batch_size:
+            settings = settings.replace(batch_size=args.batch_size)
         broker = LocalKafka(settings)
         broker.start()
         try:
