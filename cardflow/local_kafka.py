@@ -230,10 +230,8 @@ class LocalKafka:
     def _format(self, props: Path) -> None:
         if (self.state / "data" / "meta.properties").exists():
             return
-        cluster_id = str(uuid.uuid4())
         proc = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t",
-                       _kafka_uuid(cluster_id), "-c", str(props)),
+            self._java("kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(props)),
             capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
@@ -345,8 +343,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _kafka_uuid(seed: str) -> str:
-    """Kafka cluster ids are 16 bytes in URL-safe base64 without padding."""
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding. Never one that
+    starts with "-", which the storage tool would read as an option (Kafka's own
+    Uuid.randomUuid() avoids those too); one in 64 random ids does."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.UUID(seed).bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

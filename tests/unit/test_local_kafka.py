@@ -61,3 +61,11 @@ def test_stop_when_not_running_is_a_no_op(tmp_path: Path) -> None:
     broker.state.mkdir(parents=True)
     broker.pid_file.write_text("1\n")  # pid 1 is not our broker: never signal it
     assert broker.stop() is False
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    from cardflow.local_kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]  # ~31 of 2000 random ids would start with "-"
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == 2000
