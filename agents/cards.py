@@ -25,6 +25,8 @@ owner held in memory.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import os
@@ -171,9 +173,17 @@ class MapProcess:
         self._kill()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def run(self, partition: int, db_path: Path, card_ids: list[str]) -> tuple[list[Partial], list[str]]:
-        """Partials for ``card_ids`` over one partition, and the ids of the cards that overran."""
+    def run(self, partition: int, db_path: Path, card_ids: list[str],
+            on_partial: Callable[[Partial], Any] | None = None) -> tuple[list[Partial], list[str]]:
+        """Partials for ``card_ids`` over one partition, and the ids of the cards that overran.
+        ``on_partial`` (from this thread) gets each partial as soon as it is made."""
         partials: list[Partial] = []
+
+        def keep(partial: Partial) -> None:
+            partials.append(partial)
+            if on_partial is not None:
+                on_partial(partial)
+
         overran: list[str] = []
         pending = list(card_ids)
         while pending:
@@ -195,7 +205,7 @@ class MapProcess:
                     pending.pop(0)
                     overran.append(card.id)
                     self.metrics.maps.labels(card.id, "overran").inc()
-                    partials.append(Partial(
+                    keep(Partial(
                         card.id, card.version, partition, b"null", max_ts, offset, int(time.time() * 1000),
                         card.budget * 1000,
                         f"map ran longer than its budget of {card.budget:g}s over {count} profiles; "
@@ -203,7 +213,7 @@ class MapProcess:
                     break
                 partial = Partial.decode(conn.recv_bytes())
                 pending.pop(0)
-                partials.append(partial)
+                keep(partial)
                 self.metrics.maps.labels(card.id, "error" if partial.error else "ok").inc()
                 self.metrics.map_seconds.labels(card.id).observe(partial.run_ms / 1000)
         return partials, overran
@@ -252,10 +262,13 @@ class CardScheduler:
                 self.not_before[card_id] = now + self.cards[card_id].debounce
         loop = asyncio.get_running_loop()
         for partition, card_ids in sorted(jobs.items()):
-            partials, overran = await loop.run_in_executor(
-                self._executor, self.process.run, partition, self.db_path(partition), card_ids)
-            for partial in partials:
-                await self.send(partial)
+            sent: list[concurrent.futures.Future[Any]] = []
+            # Each partial is published as soon as it is made, not after the partition's last card.
+            publish = functools.partial(self._publish, loop, sent)
+            _, overran = await loop.run_in_executor(
+                self._executor, self.process.run, partition, self.db_path(partition), card_ids, publish)
+            for future in sent:
+                await asyncio.wrap_future(future)
             for card_id in card_ids:
                 if card_id in overran:
                     # Back off a card that keeps overrunning: each overrun costs a new child process.
@@ -263,6 +276,11 @@ class CardScheduler:
                     self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
                 else:
                     self.penalty.pop(card_id, None)
+
+    def _publish(self, loop: asyncio.AbstractEventLoop, sent: list[concurrent.futures.Future[Any]],
+                 partial: Partial) -> None:
+        """Called in the executor thread: hand the partial to the event loop to send."""
+        sent.append(asyncio.run_coroutine_threadsafe(self.send(partial), loop))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

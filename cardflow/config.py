@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     card_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='per-card parameters (JSON): {"retention": {"period": "weeks"}}'
     )
-    card_tick_ms: int = Field(200, ge=10, le=60_000, description="card scheduler's tick")
+    card_tick_ms: int = Field(100, ge=10, le=60_000, description="card scheduler's tick")
     wait_timeout_ms: int = Field(10_000, ge=100, description="POST /v1/events?wait=true gives up (504)")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
