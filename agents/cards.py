@@ -175,7 +175,8 @@ class MapProcess:
 
     def run(self, partition: int, db_path: Path, card_ids: list[str],
             on_partial: Callable[[Partial], Any] | None = None) -> tuple[list[Partial], list[str]]:
-        """Partials for ``card_ids`` over one partition, and the ids of the cards that overran.
+        """Partials for ``card_ids`` over one partition, and the ids of the cards that overran their
+        budget or ended the map process (each gets an error partial).
         ``on_partial`` (from this thread) gets each partial as soon as it is made."""
         partials: list[Partial] = []
 
@@ -199,19 +200,26 @@ class MapProcess:
             self.metrics.load_seconds.observe(seconds)
             while pending:
                 card = self.cards[pending[0]]
+                problem = None
                 if not conn.poll(card.budget):
-                    # The card overran (or looped forever): stop it, and go on with the rest.
+                    problem = (f"map ran longer than its budget of {card.budget:g}s over {count} profiles; "
+                               "stopped (make it faster or raise the card's budget)")
+                else:
+                    try:
+                        partial = Partial.decode(conn.recv_bytes())
+                    except (EOFError, OSError):
+                        self._proc.join(5)
+                        problem = (f"map ended the map process (exit code {self._proc.exitcode}), e.g. by "
+                                   "sys.exit() or a crash in native code")
+                if problem is not None:
+                    # Stop the card (a new map process starts) and go on with the rest.
                     self._kill()
                     pending.pop(0)
                     overran.append(card.id)
-                    self.metrics.maps.labels(card.id, "overran").inc()
-                    keep(Partial(
-                        card.id, card.version, partition, b"null", max_ts, offset, int(time.time() * 1000),
-                        card.budget * 1000,
-                        f"map ran longer than its budget of {card.budget:g}s over {count} profiles; "
-                        "stopped (make it faster or raise the card's budget)"))
+                    self.metrics.maps.labels(card.id, "overran" if "budget" in problem else "crashed").inc()
+                    keep(Partial(card.id, card.version, partition, b"null", max_ts, offset,
+                                 int(time.time() * 1000), card.budget * 1000, problem))
                     break
-                partial = Partial.decode(conn.recv_bytes())
                 pending.pop(0)
                 keep(partial)
                 self.metrics.maps.labels(card.id, "error" if partial.error else "ok").inc()

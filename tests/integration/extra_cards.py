@@ -42,3 +42,11 @@ class Forever(Card):
 
     def render(self, total: Any) -> list[Widget]:
         return [Number(total)]
+
+
+class Quitter(Card):
+    def map(self, profiles: Any) -> int:
+        raise SystemExit(3)  # not an Exception: ends the map process
+
+    def render(self, total: Any) -> list[Widget]:
+        return [Number(total)]

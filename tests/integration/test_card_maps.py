@@ -15,7 +15,7 @@ from cardflow.config import Settings
 from cardflow.profiles import encode_value
 
 CARDS = ("cardflow.builtin_cards:TopEvents,tests.integration.extra_cards:Broken,"
-         "tests.integration.extra_cards:Forever")
+         "tests.integration.extra_cards:Forever,tests.integration.extra_cards:Quitter")
 
 
 def put(db: Rdict, uid: str, events: dict[str, int], offset: int) -> None:
@@ -36,9 +36,10 @@ def test_maps_follow_writes_and_survive_bad_cards(tmp_path: Path, settings: Sett
     put(db, "b", {"view": 1, "buy": 1}, 12)
     process = MapProcess(settings, cards, CardMetrics(CollectorRegistry()))
     try:
-        partials, overran = process.run(0, path, ["top-events", "broken", "forever"])
+        partials, overran = process.run(0, path, ["quitter", "top-events", "broken", "forever"])
         by_card = {p.card_id: p for p in partials}
-        assert overran == ["forever"]
+        assert overran == ["quitter", "forever"]
+        assert "ended the map process (exit code 3)" in (by_card["quitter"].error or "")
         assert decode_partial(by_card["top-events"].partial)["counts"] == {"view": 3, "buy": 1}
         assert (by_card["top-events"].offset, by_card["top-events"].max_ts) == (12, 12)
         assert "ZeroDivisionError: this card always fails" in (by_card["broken"].error or "")

@@ -144,6 +144,7 @@ def test_cards_exact_and_failing_cards_isolated(settings: Settings, service, red
     results = truth.read_results(settings)
     assert "ZeroDivisionError: this card always fails" in results["broken"]["error"]
     assert "longer than its budget of 2s" in results["forever"]["error"]
+    assert "ended the map process (exit code 3)" in results["quitter"]["error"]
     assert results["broken"]["widgets"] == "[]"
 
     # More events: every other card keeps updating to the new truth.
@@ -182,10 +183,12 @@ def test_partitions_moving_between_workers(settings: Settings, service) -> None:
 
     other = settings.replace(worker_web_port=free_port(), data_dir=settings.data_dir.parent / "data2")
     two = service(["worker", "people"], other)
-    producing = threading.Thread(target=produce, args=(settings, thirds[1]), kwargs={"rate": 200})
+    joining, joined = thirds[1][: len(thirds[1]) // 2], thirds[1][len(thirds[1]) // 2:]
+    producing = threading.Thread(target=produce, args=(settings, joining), kwargs={"rate": 200})
     producing.start()  # events flow while the second worker joins and partitions move
     wait_until(lambda: assigned(other), timeout=90, what="the second worker to get partitions")
     producing.join()
+    produce(settings, joined, rate=500)  # and after it owns some of them
     wait_exact(settings, expected_results(thirds[0] + thirds[1], {}), one)
     assert metrics(other).get("cardflow_people_consumed_total", 0) > 0, "the second worker got nothing"
     owners = defaultdict(set)
