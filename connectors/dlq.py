@@ -12,7 +12,13 @@ from confluent_kafka import Producer, TopicPartition
 from cardflow.codec import AvroCodec
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import EVENTS, EVENTS_DLQ
-from cardflow.connectors.kafka_read import manual_consumer, read_to_end, read_topic, topic_partitions
+from cardflow.connectors.kafka_read import (
+    manual_consumer,
+    read_to_end,
+    read_topic,
+    topic_partitions,
+    watermarks,
+)
 from cardflow.connectors.producer import producer_config
 
 CODEC = AvroCodec.named("DeadLetter")
@@ -77,8 +83,7 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
         committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
         starts = {}
         for tp in committed:
-            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout)
-            starts[tp.partition] = max(tp.offset, low)
+            starts[tp.partition] = max(tp.offset, watermarks(consumer, topic, tp.partition, timeout)[0])
         positions: list[TopicPartition] = []
         for msg in read_to_end(consumer, topic, starts, timeout):
             positions.append(TopicPartition(topic, msg.partition(), msg.offset() + 1))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cardflow.config import Settings
 
@@ -23,12 +24,30 @@ def topic_partitions(consumer: Consumer, topic: str, timeout: float) -> list[int
     return sorted(meta.partitions)
 
 
+# Answers while a new topic's leaders are being elected or a leader moves: ask again.
+NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+           KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT}
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:
+    """``(low, high)`` offsets of one partition, asking again until ``timeout`` while it has no leader."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in NOT_YET or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
 def read_to_end(consumer: Consumer, topic: str, starts: dict[int, int],
                 timeout: float) -> Iterator[Any]:
     """Messages from each partition's start offset up to its end as of now."""
     ends = {}
     for partition, start in starts.items():
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        _, high = watermarks(consumer, topic, partition, timeout)
         if high > start:
             ends[partition] = high
     if not ends:
@@ -52,8 +71,7 @@ def read_topic(settings: Settings, topic: str, group: str, timeout: float = 10.0
     try:
         starts = {}
         for p in topic_partitions(consumer, topic, timeout):
-            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            starts[p] = low
+            starts[p] = watermarks(consumer, topic, p, timeout)[0]
         yield from read_to_end(consumer, topic, starts, timeout)
     finally:
         consumer.close()
