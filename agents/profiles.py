@@ -5,16 +5,18 @@ used, re-route records that sit on the wrong partition, fold each user's
 events with every profile script, write each changed profile back once,
 and emit one profile change per changed user.
 
-Runs with ``concurrency=1`` because it updates a table. Profiles are written
-to the table's RocksDB store directly and everything the batch produces —
-the table's changelog records, profile changes, dead letters, re-routed
-events — goes through one librdkafka producer (``BatchSink``), flushed
-before the batch is acknowledged (Faust's own per-message produce path was
-the worker's bottleneck; see docs/benchmarks.md). ``take_events`` acks a
-batch even when the body raises, so an unexpected error, or a record the
-broker did not store, ends the process at once, before anything commits;
-the batch is then consumed again and deduplicated, and each profile is
-written back, so the changelog catches up with the local store.
+Whole fetched batches come from Faust's consumer (``BatchingApp.batches``,
+connectors/faust_batches.py), one batch at a time, as a ``concurrency=1``
+agent would get them, without Faust's per-record stream path. Profiles are
+read from and written to the partition's RocksDB directly, and everything
+the batch produces — the table's changelog records, profile changes, dead
+letters, re-routed events — goes through one librdkafka producer
+(``BatchSink``), flushed before the batch is acknowledged (Faust's own
+per-message paths were the worker's bottleneck; see docs/benchmarks.md).
+An unexpected error, or a record the broker did not store, ends the process
+at once, before anything commits; the batch is then consumed again and
+deduplicated, and each profile is written back, so the changelog catches up
+with the local store.
 """
 
 from __future__ import annotations
@@ -23,18 +25,18 @@ import asyncio
 import logging
 import os
 import time
-import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 from aiokafka.partitioner import murmur2
-from faust.streams import _current_event  # noqa: PLC2701 - see _as_current
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cardflow.codec import AvroCodec
+from cardflow.connectors.faust_batches import BatchingApp
 from cardflow.connectors.producer import BatchSink
 from cardflow.events import Decoder, Event, Reason, Rejected
 from cardflow.profiles import ProfileScript, encode_value, fold_events
@@ -45,14 +47,12 @@ FLUSH_TIMEOUT_S = 60.0
 PROFILE_CHANGE = AvroCodec.named("ProfileChange")
 
 
-def dead_letter(message: faust.types.Message, reason: str, text: str,
-                detail: str | None = None) -> bytes:
+def dead_letter(record: Any, reason: str, text: str, detail: str | None = None) -> bytes:
     """An Avro DeadLetter keeping the original bytes and where they came from."""
     return DEAD_LETTER.encode({
-        "reason": reason, "message": text, "key": message.key, "value": message.value,
-        "topic": message.topic, "partition": message.partition, "offset": message.offset,
-        "timestamp": int(message.timestamp * 1000), "dead_at": int(time.time() * 1000),
-        "detail": detail,
+        "reason": reason, "message": text, "key": record.key, "value": record.value,
+        "topic": record.topic, "partition": record.partition, "offset": record.offset,
+        "timestamp": record.timestamp, "dead_at": int(time.time() * 1000), "detail": detail,
     })
 
 
@@ -111,56 +111,54 @@ class ProfileFolder:
         self.last_offsets: dict[int, int] = {}
         self.on_folded: Callable[[set[int]], None] | None = None  # partitions whose profiles changed
 
-    def process(self, batch: list[faust.EventT]) -> None:
+    def process(self, batch: list[Any]) -> None:
+        """Fold a batch of events records (aiokafka ConsumerRecords, offset order per partition)."""
         metrics = self.metrics
         metrics.consumed.inc(len(batch))
         metrics.batch_size.observe(len(batch))
         by_uid: dict[str, list[tuple[Event, int]]] = defaultdict(list)
-        records: dict[str, dict[int, faust.EventT]] = defaultdict(dict)
+        records: dict[str, dict[int, Any]] = defaultdict(dict)
+        partition_of: dict[str, int] = {}
         now_ms = int(time.time() * 1000)
         for record in batch:
-            message = record.message
-            self.last_offsets[message.partition] = message.offset
+            self.last_offsets[record.partition] = record.offset
             try:
-                event = self.decoder.record(message.value, now_ms)
+                event = self.decoder.record(record.value, now_ms)
             except Rejected as exc:
-                self._dead_letter(message, exc.reason.value, exc.message)
+                self._dead_letter(record, exc.reason.value, exc.message)
                 continue
             home = uid_partition(event.key, self.partitions)
-            if message.partition != home:
+            if record.partition != home:
                 # Produced without the uid key or with another partitioner: send the original
                 # bytes to the uid's partition, so one user's events stay on one partition.
                 self.sink.produce(
-                    self.names["events"], event.key, message.value, home,
-                    headers={"cardflow-rerouted-from": f"{message.partition}/{message.offset}".encode()})
+                    self.names["events"], event.key, record.value, home,
+                    headers={"cardflow-rerouted-from": f"{record.partition}/{record.offset}".encode()})
                 metrics.rerouted.inc()
                 continue
-            by_uid[event.uid].append((event, message.offset))
-            records[event.uid][message.offset] = record
+            by_uid[event.uid].append((event, record.offset))
+            records[event.uid][record.offset] = record
+            partition_of[event.uid] = home
         changed: set[int] = set()
         for uid, events in by_uid.items():
-            if self._fold_user(uid, events, records[uid]):
-                changed.add(records[uid][events[0][1]].message.partition)
+            if self._fold_user(uid, partition_of[uid], events, records[uid]):
+                changed.add(partition_of[uid])
         if changed and self.on_folded is not None:
             self.on_folded(changed)
 
-    def _fold_user(self, uid: str, events: list[tuple[Event, int]],
-                   records: dict[int, faust.EventT]) -> bool:
+    def _fold_user(self, uid: str, partition: int, events: list[tuple[Event, int]],
+                   records: dict[int, Any]) -> bool:
         """Fold and write back one user's events; True when the profile changed."""
-        try:
-            stored = self.profiles[uid]  # one store lookup; Table.get() makes two
-        except KeyError:
-            stored = None
-        result = fold_events(stored, events, self.scripts, self.horizon_ms)
+        key = uid.encode()
+        db = self.store._db_for_partition(partition)  # type: ignore[attr-defined]
+        result = fold_events(db.get(key), events, self.scripts, self.horizon_ms)
         for _, offset, script, exc in result.failed:
-            self._dead_letter(records[offset].message, Reason.PROFILE_SCRIPT_ERROR.value,
+            self._dead_letter(records[offset], Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
-        anchor = records[events[-1][1]]
         self.metrics.folded.inc(result.folded)
         self.metrics.duplicates.inc(result.duplicates)
-        value, key, partition = encode_value(result.value), uid.encode(), anchor.message.partition
-        with _as_current(anchor):
-            self.store[uid] = value
+        value = encode_value(result.value)
+        db.put(key, value)
         # Written back even when nothing changed: a re-delivered batch then brings the
         # changelog up to what the local store already holds.
         self.sink.produce(self.changelog, key, value, partition)
@@ -180,50 +178,34 @@ class ProfileFolder:
                 self.store.set_persisted_offset(TP(topic, partition), offset)
         self.sink.delivered.clear()
 
-    def _dead_letter(self, message: faust.types.Message, reason: str, text: str,
-                     detail: str | None = None) -> None:
-        self.sink.produce(self.names["dlq"], message.key, dead_letter(message, reason, text, detail),
-                          uid_partition(message.key, self.partitions) if message.key else message.partition)
+    def _dead_letter(self, record: Any, reason: str, text: str, detail: str | None = None) -> None:
+        self.sink.produce(self.names["dlq"], record.key, dead_letter(record, reason, text, detail),
+                          uid_partition(record.key, self.partitions) if record.key else record.partition)
         self.metrics.dead_lettered.labels(reason).inc()
 
 
-class _as_current:
-    """Faust's store and changelog put a table write on the partition of the *current* event.
-    In a batch that is the batch's last record, so each user's write is made under one of
-    that user's own records instead (Faust has no public API for this)."""
+def register_profiles(app: BatchingApp, topics: Topics, folder: ProfileFolder,
+                      batch_size: int, batch_within: float) -> None:
+    """The profiles "agent": whole fetched batches of ``events`` (see connectors/faust_batches.py),
+    one at a time, so it has the ``concurrency=1`` a table-updating agent needs."""
 
-    def __init__(self, event: faust.EventT) -> None:
-        self._ref = weakref.ref(event)
-
-    def __enter__(self) -> None:
-        self._token = _current_event.set(self._ref)
-
-    def __exit__(self, *_: object) -> None:
-        _current_event.reset(self._token)
-
-
-def register_profiles_agent(app: faust.App, topics: Topics, folder: ProfileFolder,
-                            batch_size: int, batch_within: float) -> faust.types.AgentT:
-    @app.agent(topics.events, name="profiles", concurrency=1)
-    async def fold(stream: faust.StreamT[bytes]) -> None:
-        loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(batch_size, within=batch_within):  # type: ignore[attr-defined]
-            started = time.perf_counter()
+    async def fold(records: list[Any]) -> None:
+        started = time.perf_counter()
+        try:
+            folder.process(records)
             try:
-                folder.process(list(batch))
-                try:
-                    await loop.run_in_executor(None, folder.sink.flush, FLUSH_TIMEOUT_S)
-                except asyncio.CancelledError:
-                    # Stopping: the batch is acknowledged on the way out, so finish its writes first.
-                    folder.sink.flush(FLUSH_TIMEOUT_S)
-                    raise
-                folder.note_delivered()
+                await asyncio.get_running_loop().run_in_executor(None, folder.sink.flush, FLUSH_TIMEOUT_S)
             except asyncio.CancelledError:
+                # Stopping: finish the batch's writes, then let the cancellation through (unacked).
+                folder.sink.flush(FLUSH_TIMEOUT_S)
                 raise
-            except BaseException:
-                log.critical("profiles batch failed; exiting before its offsets commit", exc_info=True)
-                logging.shutdown()
-                os._exit(70)
-            folder.metrics.batch_seconds.observe(time.perf_counter() - started)
+            folder.note_delivered()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.critical("profiles batch failed; exiting before its offsets commit", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+        folder.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    return fold
+    app.batches(topics.events, fold, size=batch_size, within=batch_within)

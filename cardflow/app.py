@@ -61,7 +61,8 @@ def table_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
+def create_app(settings: Settings, app_id: str, app_class: type[faust.App] = faust.App,
+               **overrides: Any) -> faust.App:
     """A Faust app in consumer group ``app_id`` with cardflow's defaults."""
     app_id = settings.topic_prefix + app_id
     # One directory per app: RocksDB locks its files, and two apps must never share tables.
@@ -92,4 +93,4 @@ def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "agent_supervisor": "mode.CrashingSupervisor",
     }
     options.update(overrides)
-    return faust.App(app_id, **options)
+    return app_class(app_id, **options)

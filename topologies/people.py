@@ -16,11 +16,12 @@ from cardflow.agents.cards import (
     partial_key,
     register_card_agents,
 )
-from cardflow.agents.profiles import PeopleMetrics, ProfileFolder, Topics, register_profiles_agent
+from cardflow.agents.profiles import PeopleMetrics, ProfileFolder, Topics, register_profiles
 from cardflow.app import create_app, table_options
 from cardflow.card_results import Partial
 from cardflow.cards import Card, load_cards
 from cardflow.config import Settings
+from cardflow.connectors.faust_batches import BatchingApp
 from cardflow.connectors.kafka_admin import CARD_PARTIALS, EVENTS, EVENTS_DLQ, PROFILE_CHANGES, RESULTS
 from cardflow.connectors.producer import BatchSink, producer_config
 from cardflow.profiles import decode_value, load_scripts
@@ -34,7 +35,7 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
 
 
 def build_people(settings: Settings) -> faust.App:
-    app = create_app(settings, "people")
+    app = create_app(settings, "people", app_class=BatchingApp)
     topics = Topics(events=raw_topic(app, settings, EVENTS),
                     changes=raw_topic(app, settings, PROFILE_CHANGES),
                     dlq=raw_topic(app, settings, EVENTS_DLQ))
@@ -52,7 +53,7 @@ def build_people(settings: Settings) -> faust.App:
         int(settings.dedup_horizon_days * DAY_MS), settings.partitions, metrics,
         BatchSink(producer_config(settings, **{"linger.ms": 2, "queue.buffering.max.messages": 500_000})),
     )
-    register_profiles_agent(app, topics, folder, settings.batch_size, settings.batch_within_ms / 1000)
+    register_profiles(app, topics, folder, settings.batch_size, settings.batch_within_ms / 1000)
     cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
     if cards:
         _add_cards(app, settings, cards, profiles, folder, topics, CardMetrics(registry))
