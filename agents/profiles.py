@@ -109,7 +109,9 @@ class ProfileFolder:
         self.partitions = partitions
         self.metrics = metrics
         self.last_offsets: dict[int, int] = {}
+        self._homes: dict[bytes, int] = {}  # uid key → partition: murmur2 in Python costs ~5 µs
         self.on_folded: Callable[[set[int]], None] | None = None  # partitions whose profiles changed
+        self._folded = self._duplicates = 0
 
     def process(self, batch: list[Any]) -> None:
         """Fold a batch of events records (aiokafka ConsumerRecords, offset order per partition)."""
@@ -127,7 +129,11 @@ class ProfileFolder:
             except Rejected as exc:
                 self._dead_letter(record, exc.reason.value, exc.message)
                 continue
-            home = uid_partition(event.key, self.partitions)
+            home = self._homes.get(event.key)
+            if home is None:
+                if len(self._homes) > 1_000_000:
+                    self._homes.clear()
+                home = self._homes[event.key] = uid_partition(event.key, self.partitions)
             if record.partition != home:
                 # Produced without the uid key or with another partitioner: send the original
                 # bytes to the uid's partition, so one user's events stay on one partition.
@@ -140,9 +146,12 @@ class ProfileFolder:
             records[event.uid][record.offset] = record
             partition_of[event.uid] = home
         changed: set[int] = set()
+        self._folded = self._duplicates = 0
         for uid, events in by_uid.items():
             if self._fold_user(uid, partition_of[uid], events, records[uid]):
                 changed.add(partition_of[uid])
+        metrics.folded.inc(self._folded)  # once a batch: a Prometheus inc takes a lock
+        metrics.duplicates.inc(self._duplicates)
         if changed and self.on_folded is not None:
             self.on_folded(changed)
 
@@ -155,8 +164,8 @@ class ProfileFolder:
         for _, offset, script, exc in result.failed:
             self._dead_letter(records[offset], Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
-        self.metrics.folded.inc(result.folded)
-        self.metrics.duplicates.inc(result.duplicates)
+        self._folded += result.folded
+        self._duplicates += result.duplicates
         value = encode_value(result.value)
         db.put(key, value)
         # Written back even when nothing changed: a re-delivered batch then brings the

@@ -222,7 +222,10 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
     """Validate a decoded JSON value and build the envelope. Raises Rejected."""
     if not isinstance(obj, dict):
         raise Rejected(Reason.NOT_OBJECT, f"an event must be a JSON object, got {_json_type(obj)}")
-    mapping = next((m for m in mappings if m.applies_to(obj)), DEFAULT_MAPPING)
+    if len(mappings) == 1 and mappings[0] is DEFAULT_MAPPING:
+        mapping = DEFAULT_MAPPING  # the usual installation: skip the selection
+    else:
+        mapping = next((m for m in mappings if m.applies_to(obj)), DEFAULT_MAPPING)
     if mapping is DEFAULT_MAPPING:
         fast = _fast_default(obj, now_ms, max_future_ms)
         if fast is not None:

@@ -200,9 +200,10 @@ class _IdSet:
         merged = {int(day): chunk for day, chunk in self._stored.items() if int(day) >= oldest_day}
         for day, shorts in self._new.items():
             if day >= oldest_day:
-                old = merged.get(day, "")
-                chunks = [old[i:i + ID_CHARS] for i in range(0, len(old), ID_CHARS)] + shorts
-                merged[day] = "".join(sorted(chunks))  # sorted: the same ids give the same bytes
+                old = merged.get(day)
+                if old:
+                    shorts = shorts + [old[i:i + ID_CHARS] for i in range(0, len(old), ID_CHARS)]
+                merged[day] = "".join(sorted(shorts))  # sorted: the same ids give the same bytes
         days = sorted(merged)
         total = sum(len(c) for c in merged.values()) // ID_CHARS
         while total > MAX_IDS and days:

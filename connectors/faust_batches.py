@@ -47,8 +47,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         assert isinstance(app, BatchingApp)
         fetcher_stopped = fetcher._stopped.is_set
         while not (self._stopped.is_set() or fetcher_stopped()):
-            generation = app.consumer_generation_id
-            batch, count = await self._collect(app, generation)
+            batch, count, generation = await self._collect(app)
             if count and self._current(generation) and not app.rebalancing:
                 app.batch_idle.clear()
                 try:
@@ -63,20 +62,23 @@ class BatchingConsumer(AIOKafkaConsumer):
         """Records fetched in ``generation`` may still be delivered (Faust's own test)."""
         return self.flow_active and self.app.consumer_generation_id == generation
 
-    async def _collect(self, app: BatchingApp, generation: int) -> tuple[dict[str, list[Any]], int]:
+    async def _collect(self, app: BatchingApp) -> tuple[dict[str, list[Any]], int, int]:
         """Fetch until ``batch_size`` batch-topic records or ``batch_within`` seconds; records of
-        other topics (changelogs, other agents' topics) go through Faust's per-message path."""
+        other topics (changelogs, other agents' topics) go through Faust's per-message path.
+        Returns the batch, its size and the generation it was fetched in.
+
+        Records are dropped, never skipped: every rebalance ends with Faust seeking each stream
+        partition back to its committed offset, so what is dropped here is read again."""
         batch: dict[str, list[Any]] = {}
-        count = 0
+        count, generation = 0, -1
         deadline = time.monotonic() + app.batch_within
         while True:
             records, active = await self._wait_next_records(max(0.0, deadline - time.monotonic()) or 0.001)
-            if self.should_stop:
-                return {}, 0
-            if not self._current(generation):
-                if not self.flow_active:
-                    await self.perform_seek()  # as Faust does: re-read from the committed offsets
-                return {}, 0
+            fetched_in = app.consumer_generation_id
+            if self.should_stop or not self.flow_active:
+                return {}, 0, fetched_in  # stopping, or a rebalance stopped the flow
+            if fetched_in != generation:
+                batch, count, generation = {}, 0, fetched_in  # what came before the rebalance is stale
             for tp, tp_records in (records or {}).items():
                 if active is not None and tp not in active and tp not in self._buffered_partitions:
                     continue
@@ -86,7 +88,7 @@ class BatchingConsumer(AIOKafkaConsumer):
                 else:
                     await self._deliver(tp, tp_records, generation)
             if count >= app.batch_size or time.monotonic() >= deadline or (count and not records):
-                return batch, count
+                return batch, count, generation
 
     async def _deliver(self, tp: TP, records: list[Any], generation: int) -> None:
         """Faust's own path, record by record, for topics that are not batched."""
