@@ -88,12 +88,17 @@ class CardMetrics:
 
 def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tuple[str, ...],
                params: dict[str, dict[str, Any]], workdir: str) -> None:
-    """The child's loop: for each job ``(partition, db_path, card_ids)`` send ``("loaded", n, seconds)``,
-    then one encoded Partial per card, in order."""
+    """The child's loop: for each job ``(partition, db_path, card_ids, keys)`` send
+    ``("loaded", n, seconds, offset, max_ts)``, then one encoded Partial per card, in order.
+
+    Decoded profiles are kept between jobs; ``keys`` names the profiles changed since the
+    partition's last job (re-read alone), or is None to read the whole partition again."""
     from rocksdict import AccessType, Options, Rdict
 
     cards = {c.id: c for c in load_cards(card_paths, [s.name for s in load_scripts(script_paths)], params)}
     dbs: dict[str, Rdict] = {}
+    cached: dict[str, dict[bytes, dict[str, Any]]] = {}  # db path → key → decoded profile
+    marks: dict[str, tuple[int, int]] = {}  # db path → (offset, max_ts) over its profiles
 
     def open_secondary(path: str) -> Rdict:
         db = dbs.get(path)
@@ -110,27 +115,46 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
         db.try_catch_up_with_primary()
         return db
 
+    def decode(key: bytes, value: bytes) -> dict[str, Any]:
+        profile = decode_profile(value)
+        profile["uid"] = key.decode()
+        return profile
+
     while True:
         job = conn.recv()
         if job is None:
             return
-        partition, path, card_ids = job
+        partition, path, card_ids, keys = job
         started = time.perf_counter()
-        profiles: list[dict[str, Any]] = []
-        offset, max_ts = -1, 0
-        if os.path.isdir(path):  # no DB yet: nothing has been folded on this partition
-            for key, value in open_secondary(path).items():
+        profiles = cached.get(path)
+        offset, max_ts = marks.get(path, (-1, 0))
+        if not os.path.isdir(path):  # no DB yet: nothing has been folded on this partition
+            profiles, offset, max_ts = {}, -1, 0
+        elif profiles is None or keys is None:
+            db = open_secondary(path)
+            profiles, offset, max_ts = {}, -1, 0
+            for key, value in db.items():
                 assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
                 if key.startswith(FAUST_KEY_PREFIX):
                     continue
-                profile = decode_profile(value)
-                profile["uid"] = key.decode()
-                profiles.append(profile)
+                profiles[key] = decode(key, value)
                 o, t = decode_watermark(value)
                 offset, max_ts = max(offset, o), max(max_ts, t)
-        conn.send(("loaded", len(profiles), time.perf_counter() - started, offset, max_ts))
+        else:
+            db = open_secondary(path)
+            for key in keys:
+                value = db.get(key)
+                if value is None:
+                    profiles.pop(key, None)
+                    continue
+                profiles[key] = decode(key, value)
+                o, t = decode_watermark(value)
+                offset, max_ts = max(offset, o), max(max_ts, t)
+        cached[path], marks[path] = profiles, (offset, max_ts)
+        rows = list(profiles.values())
+        conn.send(("loaded", len(rows), time.perf_counter() - started, offset, max_ts))
         for card_id in card_ids:
-            conn.send_bytes(map_partition(cards[card_id], partition, profiles, max_ts, offset).encode())
+            conn.send_bytes(map_partition(cards[card_id], partition, rows, max_ts, offset).encode())
 
 
 # --- the parent side -------------------------------------------------------------------------------
@@ -174,10 +198,12 @@ class MapProcess:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def run(self, partition: int, db_path: Path, card_ids: list[str],
-            on_partial: Callable[[Partial], Any] | None = None) -> tuple[list[Partial], list[str]]:
+            on_partial: Callable[[Partial], Any] | None = None,
+            keys: list[bytes] | None = None) -> tuple[list[Partial], list[str]]:
         """Partials for ``card_ids`` over one partition, and the ids of the cards that overran their
         budget or ended the map process (each gets an error partial).
-        ``on_partial`` (from this thread) gets each partial as soon as it is made."""
+        ``on_partial`` (from this thread) gets each partial as soon as it is made. ``keys``: the
+        profiles changed since this partition's last run, or None to read them all."""
         partials: list[Partial] = []
 
         def keep(partial: Partial) -> None:
@@ -191,8 +217,8 @@ class MapProcess:
             conn = self._conn if self._proc is not None and self._proc.is_alive() else None
             if conn is None:
                 self._kill()
-                conn = self._start()
-            conn.send((partition, str(db_path), pending))
+                conn = self._start()  # a new child has no profiles cached: it reads them all
+            conn.send((partition, str(db_path), pending, keys))
             if not conn.poll(LOAD_TIMEOUT_S):
                 self._kill()
                 raise TimeoutError(f"card maps: reading partition {partition} took over {LOAD_TIMEOUT_S}s")
@@ -243,6 +269,8 @@ class CardScheduler:
         self.dirty: dict[str, set[int]] = {card.id: set() for card in cards}
         self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}
         self.penalty: dict[str, float] = {}
+        self.changed_keys: dict[int, set[bytes]] = defaultdict(set)  # since the partition's last run
+        self.reload: set[int] | None = None  # partitions to read whole next time; None: all
         self._known: set[int] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cardflow-maps")
 
@@ -250,6 +278,16 @@ class CardScheduler:
         parts = set(partitions)
         for dirty in self.dirty.values():
             dirty |= parts
+
+    def mark_changed(self, changed: dict[int, set[bytes]]) -> None:
+        """The profile keys a batch wrote, per partition."""
+        self.mark_dirty(changed)
+        for partition, keys in changed.items():
+            self.changed_keys[partition] |= keys
+
+    def reload_all(self) -> None:
+        """After a rebalance: recovery may have written profiles that no batch reported."""
+        self.reload = None
 
     async def tick(self) -> None:
         if self.busy():
@@ -259,6 +297,7 @@ class CardScheduler:
         self._known = owned
         if new:
             self.mark_dirty(new)
+            self._reload(new)
         now = time.monotonic()
         jobs: dict[int, list[str]] = defaultdict(list)
         for card_id, dirty in self.dirty.items():
@@ -269,12 +308,23 @@ class CardScheduler:
                 dirty.clear()  # marks made while the maps run are kept for the next run
                 self.not_before[card_id] = now + self.cards[card_id].debounce
         loop = asyncio.get_running_loop()
+        for partition in set(self.changed_keys) - owned:
+            del self.changed_keys[partition]
         for partition, card_ids in sorted(jobs.items()):
             sent: list[concurrent.futures.Future[Any]] = []
             # Each partial is published as soon as it is made, not after the partition's last card.
             publish = functools.partial(self._publish, loop, sent)
-            _, overran = await loop.run_in_executor(
-                self._executor, self.process.run, partition, self.db_path(partition), card_ids, publish)
+            keys: list[bytes] | None = list(self.changed_keys.pop(partition, ()))
+            if self.reload is None or partition in self.reload:
+                keys = None
+                self._reload_done(partition, owned)
+            try:
+                _, overran = await loop.run_in_executor(
+                    self._executor, self.process.run, partition, self.db_path(partition), card_ids,
+                    publish, keys)
+            except BaseException:
+                self._reload({partition})  # the child may have missed these keys
+                raise
             for future in sent:
                 await asyncio.wrap_future(future)
             for card_id in card_ids:
@@ -284,6 +334,15 @@ class CardScheduler:
                     self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
                 else:
                     self.penalty.pop(card_id, None)
+
+    def _reload(self, partitions: set[int]) -> None:
+        if self.reload is not None:
+            self.reload |= partitions
+
+    def _reload_done(self, partition: int, owned: set[int]) -> None:
+        if self.reload is None:
+            self.reload = set(owned)
+        self.reload.discard(partition)
 
     def _publish(self, loop: asyncio.AbstractEventLoop, sent: list[concurrent.futures.Future[Any]],
                  partial: Partial) -> None:

@@ -110,7 +110,8 @@ class ProfileFolder:
         self.metrics = metrics
         self.last_offsets: dict[int, int] = {}
         self._homes: dict[bytes, int] = {}  # uid key → partition: murmur2 in Python costs ~5 µs
-        self.on_folded: Callable[[set[int]], None] | None = None  # partitions whose profiles changed
+        # The profile keys each batch changed, per partition (the cards' maps re-read only those).
+        self.on_folded: Callable[[dict[int, set[bytes]]], None] | None = None
         self._folded = self._duplicates = 0
 
     def process(self, batch: list[Any]) -> None:
@@ -145,11 +146,11 @@ class ProfileFolder:
             by_uid[event.uid].append((event, record.offset))
             records[event.uid][record.offset] = record
             partition_of[event.uid] = home
-        changed: set[int] = set()
+        changed: dict[int, set[bytes]] = defaultdict(set)
         self._folded = self._duplicates = 0
         for uid, events in by_uid.items():
             if self._fold_user(uid, partition_of[uid], events, records[uid]):
-                changed.add(partition_of[uid])
+                changed[partition_of[uid]].add(uid.encode())
         metrics.folded.inc(self._folded)  # once a batch: a Prometheus inc takes a lock
         metrics.duplicates.inc(self._duplicates)
         if changed and self.on_folded is not None:

@@ -69,6 +69,8 @@ class Card:
         self.p: dict[str, Any] = {**self.params, **params}
 
     def map(self, profiles: Iterable[dict[str, Any]]) -> Any:
+        """The partial of one partition. ``profiles`` are kept decoded between runs and shared
+        by every card: read them, never change them."""
         raise NotImplementedError(f"card {self.id!r} has no map()")
 
     def reduce(self, a: Any, b: Any) -> Any:

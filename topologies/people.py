@@ -99,7 +99,11 @@ def _add_cards(app: faust.App, settings: Settings, cards: tuple[Card, ...], prof
     scheduler = CardScheduler(
         cards, process, send, owned, profiles.data.partition_path,  # type: ignore[attr-defined]
         busy=lambda: bool(app.rebalancing or getattr(app, "in_recovery", False)))
-    folder.on_folded = scheduler.mark_dirty
+    folder.on_folded = scheduler.mark_changed
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _reload_maps(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        scheduler.reload_all()
     publisher = ResultPublisher(settings, cards, partials.get_topic_name(), metrics)
     register_card_agents(app, settings, cards, scheduler, publisher, partials, results)
 
