@@ -101,6 +101,25 @@ def test_redelivered_offsets_and_resent_events_dedup() -> None:
     assert resent.value["profile"] == first.value["profile"] and resent.value["meta"]["offset"] == 13
 
 
+def test_resent_events_dedup_among_many_stored_ids() -> None:
+    """Ids are found by binary search in their day's sorted bucket, batch after batch."""
+    events = [_event("u", "view", T0 + (i % 5) * DAY_MS + i) for i in range(3000)]
+    rng = random.Random(4)
+    stored, offset = None, 0
+    for start in range(0, 3000, 250):
+        batch = [(e, offset + i) for i, e in enumerate(events[start:start + 250])]
+        offset += 250
+        stored = encode_value(fold_events(stored, batch, (standard,), HORIZON).value)
+    buckets = decode_value(stored)["meta"]["ids"]
+    for chunk in buckets.values():
+        ids = [chunk[i:i + 12] for i in range(0, len(chunk), 12)]
+        assert ids == sorted(set(ids))
+    assert sum(len(c) for c in buckets.values()) == 3000 * 12
+    resent = rng.sample(events, 400) + [_event("u", "view", T0 + 9_999_999)]
+    result = fold_events(stored, [(e, offset + i) for i, e in enumerate(resent)], (standard,), HORIZON)
+    assert (result.folded, result.duplicates) == (1, 400)
+
+
 def test_ids_are_pruned_beyond_the_horizon() -> None:
     old, new = _event("u", "view", T0), _event("u", "view", T0 + 30 * DAY_MS)
     result = fold_events(None, [(old, 0), (new, 1)], (standard,), HORIZON)
