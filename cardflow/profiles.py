@@ -229,7 +229,8 @@ def _position(chunk: str, short: str, lo: int = 0) -> int:
 
 def _merge(chunk: str, shorts: list[str]) -> str:
     """``chunk`` with the sorted ``shorts`` inserted in order."""
-    parts, start = [], 0
+    parts: list[str] = []
+    start = 0
     for short in shorts:
         at = _position(chunk, short, start)
         parts += (chunk[start:at], short)
