@@ -95,7 +95,7 @@ class _Timed:
         self.partition, self.offset, self.opaque_time = msg.partition, msg.offset, t
 
 
-Seen = list[tuple[float, dict[int, int]]]  # (arrival time, offsets) of each top-events result
+Seen = dict[str, list[tuple[float, dict[int, int]]]]  # card → (arrival time, offsets) of each result
 
 
 def follow_results(settings: Settings, stop: threading.Event, seen: Seen) -> None:
@@ -104,10 +104,11 @@ def follow_results(settings: Settings, stop: threading.Event, seen: Seen) -> Non
     consumer.subscribe([settings.topic("results")])
     while not stop.is_set():
         msg = consumer.poll(0.1)
-        if msg is None or msg.error() or msg.key() != CARD.encode():
+        if msg is None or msg.error():
             continue
         record = CARD_RESULT.decode(msg.value())
-        seen.append((time.monotonic(), {int(p): o for p, o in record["offsets"].items()}))
+        seen.setdefault(msg.key().decode(), []).append(
+            (time.monotonic(), {int(p): o for p, o in record["offsets"].items()}))
     consumer.close()
 
 
@@ -183,7 +184,7 @@ def main() -> None:
             seed_s = time.perf_counter() - t
             time.sleep(5)  # let the first full card round finish
             stop = threading.Event()
-            seen: Seen = []
+            seen: Seen = {}
             follower = threading.Thread(target=follow_results, args=(settings, stop, seen))
             follower.start()
             time.sleep(2)
@@ -191,11 +192,12 @@ def main() -> None:
             sustained(settings, args.users, args.rate, args.seconds, sent)
             consumed_at_end = counter(wport, "cardflow_people_consumed_total")
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and len(latencies(sent[-50:], seen)) < 50:
+            while time.monotonic() < deadline and len(latencies(sent[-50:], seen.get(CARD, []))) < 50:
                 time.sleep(1)
             stop.set()
             follower.join()
-            lat = latencies(sent, seen)
+            lat = latencies(sent, seen.get(CARD, []))
+            by_card = {card: latencies(sent, results) for card, results in sorted(seen.items())}
             folded_eps = (consumed_at_end - args.users) / args.seconds
             metrics_text = _metrics(wport)
             map_sum = labelled(metrics_text, "cardflow_card_map_seconds_sum")
@@ -215,6 +217,8 @@ def main() -> None:
         "events_sent": len(sent), "events_with_result": len(lat),
         "latency_p50_s": round(percentile(lat, 50), 3) if lat else None,
         "latency_p99_s": round(percentile(lat, 99), 3) if lat else None,
+        "latency_p50_p99_s_by_card": {card: [round(percentile(v, 50), 3), round(percentile(v, 99), 3)]
+                                      for card, v in by_card.items() if v},
         "baseline_broker_p50_ms": round(percentile(base, 50) * 1000, 2),
         "baseline_broker_p99_ms": round(percentile(base, 99) * 1000, 2),
         "load_seconds_per_100k_profiles": round(loads[0] / loads[1] * partitions * 100_000 / args.users, 3)
