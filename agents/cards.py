@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 FAUST_KEY_PREFIX = b"__faust"  # Faust keeps its changelog offset in the same RocksDB
 LOAD_TIMEOUT_S = 120.0  # reading and decoding one partition; card budgets start after it
 MAX_PENALTY_S = 300.0
-SLICE_S = 0.25  # a card whose round costs more advances one partition per tick
+SLICE_S = 0.5  # a card whose round costs more advances one partition per tick
 
 
 def partial_key(card_id: str, partition: int) -> bytes:
@@ -293,9 +293,10 @@ class CardScheduler:
         """After a rebalance: recovery may have written profiles that no batch reported."""
         self.reload = None
 
-    async def tick(self) -> None:
+    async def tick(self) -> bool:
+        """Run this tick's maps; False when there was nothing to run."""
         if self.busy():
-            return  # rebalancing or recovering: the local profiles may be incomplete
+            return False  # rebalancing or recovering: the local profiles may be incomplete
         owned = self.owned()
         new = owned - self._known
         self._known = owned
@@ -334,6 +335,7 @@ class CardScheduler:
                     self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
                 else:
                     self.penalty.pop(card_id, None)
+        return bool(jobs)
 
     def _plan(self, owned: set[int], now: float) -> dict[int, list[str]]:
         """This tick's maps, partition → card ids.
@@ -438,12 +440,14 @@ def register_card_agents(app: faust.App, settings: Settings, cards: tuple[Card, 
     async def run_cards() -> None:
         # A loop, not app.timer: a tick that runs maps may take longer than the interval.
         while True:
-            await asyncio.sleep(settings.card_tick_ms / 1000)
             try:
-                await scheduler.tick()
+                ran = await scheduler.tick()
             except Exception:
                 log.exception("card maps failed; retrying next tick")
                 scheduler.mark_dirty(scheduler.owned())
+                ran = False
+            if not ran:  # rounds in progress go on without a pause
+                await asyncio.sleep(settings.card_tick_ms / 1000)
 
     @app.agent(partials, name="card-reducer", concurrency=1)
     async def reduce(stream: faust.StreamT[bytes]) -> None:
