@@ -18,7 +18,7 @@ Contract of a handler ``async def handle(records) -> None``:
 - When it returns, every record is acknowledged (committed with Faust's next
   commit). It must not return before the batch's effects are durable.
 - It may await (e.g. a flush in an executor). A rebalance that starts
-  meanwhile waits for it (see ``drained``), so a partition moves to its next
+  meanwhile waits for it (``BatchingApp.batch_idle``), so a partition moves to its next
   owner only after the batch in flight is written; that batch is then not
   acknowledged and the next owner re-reads it (it must deduplicate).
 - If it raises, nothing of the batch is acknowledged and the worker stops.
