@@ -443,6 +443,8 @@ def register_card_agents(app: faust.App, settings: Settings, cards: tuple[Card, 
             try:
                 ran = await scheduler.tick()
             except Exception:
+                if app.should_stop:
+                    return  # stopping: the map process may already be gone with the signal
                 log.exception("card maps failed; retrying next tick")
                 scheduler.mark_dirty(scheduler.owned())
                 ran = False

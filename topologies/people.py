@@ -59,6 +59,15 @@ def build_people(settings: Settings) -> faust.App:
         _add_cards(app, settings, cards, profiles, folder, topics, CardMetrics(registry))
 
     @app.page("/profiles/{uid}/")
+    async def profile_page(view: faust.web.View, request: faust.web.Request, uid: str) -> faust.web.Response:
+        try:
+            response: faust.web.Response = await profile(view, request, uid=uid)  # type: ignore[call-arg]
+            return response
+        except TypeError as exc:
+            # Faust's router has no metadata for the table yet (the worker is starting): retry.
+            return view.json({"error": "not_ready", "message": f"this worker cannot route {uid!r} yet "
+                              f"({exc}); retry in a moment"}, status=503)
+
     @app.table_route(table=profiles, match_info="uid")
     async def profile(view: faust.web.View, request: faust.web.Request, uid: str) -> faust.web.Response:
         stored = profiles.get(uid)
