@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 FAUST_KEY_PREFIX = b"__faust"  # Faust keeps its changelog offset in the same RocksDB
 LOAD_TIMEOUT_S = 120.0  # reading and decoding one partition; card budgets start after it
 MAX_PENALTY_S = 300.0
-SLICE_S = 0.5  # a card whose round costs more advances one partition per tick
 
 
 def partial_key(card_id: str, partition: int) -> bytes:
@@ -255,9 +254,8 @@ class MapProcess:
 
 
 class CardScheduler:
-    """Decides which card maps run, when: per card, a round at most once per its debounce, over
-    the partitions that changed since its last round (all owned partitions after an assignment);
-    cheap cards' rounds run whole, costly ones advance a partition a tick (see ``_plan``)."""
+    """Decides which card maps run, when: per card, at most once per its debounce, over the
+    partitions that changed since its last run (all owned partitions after an assignment)."""
 
     def __init__(self, cards: tuple[Card, ...], process: MapProcess, send: Callable[[Partial], Any],
                  owned: Callable[[], set[int]], db_path: Callable[[int], Path],
@@ -271,8 +269,6 @@ class CardScheduler:
         self.dirty: dict[str, set[int]] = {card.id: set() for card in cards}
         self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}
         self.penalty: dict[str, float] = {}
-        self.rounds: dict[str, set[int]] = {card.id: set() for card in cards}  # partitions left
-        self.cost: dict[str, float] = {}  # seconds a card's map takes over one partition (EWMA)
         self.changed_keys: dict[int, set[bytes]] = defaultdict(set)  # since the partition's last run
         self.reload: set[int] | None = None  # partitions to read whole next time; None: all
         self._known: set[int] = set()
@@ -293,17 +289,24 @@ class CardScheduler:
         """After a rebalance: recovery may have written profiles that no batch reported."""
         self.reload = None
 
-    async def tick(self) -> bool:
-        """Run this tick's maps; False when there was nothing to run."""
+    async def tick(self) -> None:
         if self.busy():
-            return False  # rebalancing or recovering: the local profiles may be incomplete
+            return  # rebalancing or recovering: the local profiles may be incomplete
         owned = self.owned()
         new = owned - self._known
         self._known = owned
         if new:
             self.mark_dirty(new)
             self._reload(new)
-        jobs = self._plan(owned, time.monotonic())
+        now = time.monotonic()
+        jobs: dict[int, list[str]] = defaultdict(list)
+        for card_id, dirty in self.dirty.items():
+            dirty &= owned
+            if dirty and now >= self.not_before[card_id]:
+                for partition in sorted(dirty):
+                    jobs[partition].append(card_id)
+                dirty.clear()  # marks made while the maps run are kept for the next run
+                self.not_before[card_id] = now + self.cards[card_id].debounce
         loop = asyncio.get_running_loop()
         for partition in set(self.changed_keys) - owned:
             del self.changed_keys[partition]
@@ -316,7 +319,7 @@ class CardScheduler:
                 keys = None
                 self._reload_done(partition, owned)
             try:
-                partials, overran = await loop.run_in_executor(
+                _, overran = await loop.run_in_executor(
                     self._executor, self.process.run, partition, self.db_path(partition), card_ids,
                     publish, keys)
             except BaseException:
@@ -324,10 +327,6 @@ class CardScheduler:
                 raise
             for future in sent:
                 await asyncio.wrap_future(future)
-            for partial in partials:
-                before = self.cost.get(partial.card_id)
-                seconds = partial.run_ms / 1000
-                self.cost[partial.card_id] = seconds if before is None else 0.7 * before + 0.3 * seconds
             for card_id in card_ids:
                 if card_id in overran:
                     # Back off a card that keeps overrunning: each overrun costs a new child process.
@@ -335,41 +334,6 @@ class CardScheduler:
                     self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
                 else:
                     self.penalty.pop(card_id, None)
-        return bool(jobs)
-
-    def _plan(self, owned: set[int], now: float) -> dict[int, list[str]]:
-        """This tick's maps, partition → card ids.
-
-        A card whose debounce has passed starts a round over its dirty partitions. A cheap card
-        (its whole round within ``SLICE_S``) runs its round at once; the rounds of costly cards
-        advance one partition per tick, so a slow card delays the cheap ones by one partition's
-        map, not by a whole round."""
-        for card_id, dirty in self.dirty.items():
-            dirty &= owned
-            left = self.rounds[card_id]
-            left &= owned
-            if not left and dirty and now >= self.not_before[card_id]:
-                left |= dirty
-                dirty.clear()  # marks made while the round runs are kept for the next round
-                self.not_before[card_id] = now + self.cards[card_id].debounce
-        jobs: dict[int, list[str]] = defaultdict(list)
-        costly = []
-        for card_id, left in self.rounds.items():
-            if not left:
-                continue
-            if self.cost.get(card_id, 0.0) * len(left) <= SLICE_S:
-                for partition in left:
-                    jobs[partition].append(card_id)
-                left.clear()
-            else:
-                costly.append(card_id)
-        if costly:
-            partition = min(p for card_id in costly for p in self.rounds[card_id])
-            for card_id in costly:
-                if partition in self.rounds[card_id]:
-                    jobs[partition].append(card_id)
-                    self.rounds[card_id].discard(partition)
-        return jobs
 
     def _reload(self, partitions: set[int]) -> None:
         if self.reload is not None:
@@ -440,16 +404,14 @@ def register_card_agents(app: faust.App, settings: Settings, cards: tuple[Card, 
     async def run_cards() -> None:
         # A loop, not app.timer: a tick that runs maps may take longer than the interval.
         while True:
+            await asyncio.sleep(settings.card_tick_ms / 1000)
             try:
-                ran = await scheduler.tick()
+                await scheduler.tick()
             except Exception:
                 if app.should_stop:
                     return  # stopping: the map process may already be gone with the signal
                 log.exception("card maps failed; retrying next tick")
                 scheduler.mark_dirty(scheduler.owned())
-                ran = False
-            if not ran:  # rounds in progress go on without a pause
-                await asyncio.sleep(settings.card_tick_ms / 1000)
 
     @app.agent(partials, name="card-reducer", concurrency=1)
     async def reduce(stream: faust.StreamT[bytes]) -> None:
