@@ -130,21 +130,19 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
         offset, max_ts = marks.get(path, (-1, 0))
         if not os.path.isdir(path):  # no DB yet: nothing has been folded on this partition
             profiles, offset, max_ts = {}, -1, 0
-        elif profiles is None or keys is None:
-            db = open_secondary(path)
-            profiles, offset, max_ts = {}, -1, 0
-            for key, value in db.items():
-                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-                if key.startswith(FAUST_KEY_PREFIX):
-                    continue
-                profiles[key] = decode(key, value)
-                o, t = decode_watermark(value)
-                offset, max_ts = max(offset, o), max(max_ts, t)
         else:
             db = open_secondary(path)
-            for key in keys:
-                value = db.get(key)
-                if value is None:
+            read: Iterable[tuple[Any, Any]]
+            if profiles is None or keys is None:
+                profiles, offset, max_ts = {}, -1, 0
+                read = db.items()
+            else:
+                read = ((key, db.get(key)) for key in keys)
+            for key, value in read:
+                assert isinstance(key, bytes)  # raw mode
+                if key.startswith(FAUST_KEY_PREFIX):
+                    continue
+                if value is None:  # a changed key that is gone
                     profiles.pop(key, None)
                     continue
                 profiles[key] = decode(key, value)
@@ -270,7 +268,7 @@ class CardScheduler:
         self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}
         self.penalty: dict[str, float] = {}
         self.changed_keys: dict[int, set[bytes]] = defaultdict(set)  # since the partition's last run
-        self.reload: set[int] | None = None  # partitions to read whole next time; None: all
+        self.reload: set[int] = set()  # partitions to read whole next time
         self._known: set[int] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="cardflow-maps")
 
@@ -286,8 +284,9 @@ class CardScheduler:
             self.changed_keys[partition] |= keys
 
     def reload_all(self) -> None:
-        """After a rebalance: recovery may have written profiles that no batch reported."""
-        self.reload = None
+        """After a rebalance: recovery may have written profiles that no batch reported, so every
+        owned partition is read whole again, as a newly assigned one is."""
+        self._known = set()
 
     async def tick(self) -> None:
         if self.busy():
@@ -297,7 +296,7 @@ class CardScheduler:
         self._known = owned
         if new:
             self.mark_dirty(new)
-            self._reload(new)
+            self.reload |= new
         now = time.monotonic()
         jobs: dict[int, list[str]] = defaultdict(list)
         for card_id, dirty in self.dirty.items():
@@ -315,15 +314,15 @@ class CardScheduler:
             # Each partial is published as soon as it is made, not after the partition's last card.
             publish = functools.partial(self._publish, loop, sent)
             keys: list[bytes] | None = list(self.changed_keys.pop(partition, ()))
-            if self.reload is None or partition in self.reload:
+            if partition in self.reload:
                 keys = None
-                self._reload_done(partition, owned)
+                self.reload.discard(partition)
             try:
                 _, overran = await loop.run_in_executor(
                     self._executor, self.process.run, partition, self.db_path(partition), card_ids,
                     publish, keys)
             except BaseException:
-                self._reload({partition})  # the child may have missed these keys
+                self.reload.add(partition)  # the child may have missed these keys
                 raise
             for future in sent:
                 await asyncio.wrap_future(future)
@@ -334,15 +333,6 @@ class CardScheduler:
                     self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
                 else:
                     self.penalty.pop(card_id, None)
-
-    def _reload(self, partitions: set[int]) -> None:
-        if self.reload is not None:
-            self.reload |= partitions
-
-    def _reload_done(self, partition: int, owned: set[int]) -> None:
-        if self.reload is None:
-            self.reload = set(owned)
-        self.reload.discard(partition)
 
     def _publish(self, loop: asyncio.AbstractEventLoop, sent: list[concurrent.futures.Future[Any]],
                  partial: Partial) -> None:

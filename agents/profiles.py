@@ -22,6 +22,7 @@ with the local store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -39,7 +40,7 @@ from cardflow.codec import AvroCodec
 from cardflow.connectors.faust_batches import BatchingApp
 from cardflow.connectors.producer import BatchSink
 from cardflow.events import Decoder, Event, Reason, Rejected
-from cardflow.profiles import ProfileScript, encode_value, fold_events
+from cardflow.profiles import FoldResult, ProfileScript, encode_value, fold_events
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = AvroCodec.named("DeadLetter")
@@ -56,6 +57,7 @@ def dead_letter(record: Any, reason: str, text: str, detail: str | None = None) 
     })
 
 
+@functools.lru_cache(maxsize=1 << 20)  # murmur2 in Python costs ~5 µs; users recur in every batch
 def uid_partition(key: bytes, partitions: int) -> int:
     """The partition of a uid key under the Java (murmur2) partitioner."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -109,10 +111,8 @@ class ProfileFolder:
         self.partitions = partitions
         self.metrics = metrics
         self.last_offsets: dict[int, int] = {}
-        self._homes: dict[bytes, int] = {}  # uid key → partition: murmur2 in Python costs ~5 µs
         # The profile keys each batch changed, per partition (the cards' maps re-read only those).
         self.on_folded: Callable[[dict[int, set[bytes]]], None] | None = None
-        self._folded = self._duplicates = 0
 
     def process(self, batch: list[Any]) -> None:
         """Fold a batch of events records (aiokafka ConsumerRecords, offset order per partition)."""
@@ -121,7 +121,6 @@ class ProfileFolder:
         metrics.batch_size.observe(len(batch))
         by_uid: dict[str, list[tuple[Event, int]]] = defaultdict(list)
         records: dict[str, dict[int, Any]] = defaultdict(dict)
-        partition_of: dict[str, int] = {}
         now_ms = int(time.time() * 1000)
         for record in batch:
             self.last_offsets[record.partition] = record.offset
@@ -130,11 +129,7 @@ class ProfileFolder:
             except Rejected as exc:
                 self._dead_letter(record, exc.reason.value, exc.message)
                 continue
-            home = self._homes.get(event.key)
-            if home is None:
-                if len(self._homes) > 1_000_000:
-                    self._homes.clear()
-                home = self._homes[event.key] = uid_partition(event.key, self.partitions)
+            home = uid_partition(event.key, self.partitions)
             if record.partition != home:
                 # Produced without the uid key or with another partitioner: send the original
                 # bytes to the uid's partition, so one user's events stay on one partition.
@@ -145,40 +140,39 @@ class ProfileFolder:
                 continue
             by_uid[event.uid].append((event, record.offset))
             records[event.uid][record.offset] = record
-            partition_of[event.uid] = home
         changed: dict[int, set[bytes]] = defaultdict(set)
-        self._folded = self._duplicates = 0
+        folded = duplicates = 0
         for uid, events in by_uid.items():
-            if self._fold_user(uid, partition_of[uid], events, records[uid]):
-                changed[partition_of[uid]].add(uid.encode())
-        metrics.folded.inc(self._folded)  # once a batch: a Prometheus inc takes a lock
-        metrics.duplicates.inc(self._duplicates)
+            partition = records[uid][events[0][1]].partition
+            result = self._fold_user(uid, partition, events, records[uid])
+            folded, duplicates = folded + result.folded, duplicates + result.duplicates
+            if result.changed:
+                changed[partition].add(uid.encode())
+        metrics.folded.inc(folded)  # once a batch: a Prometheus inc takes a lock
+        metrics.duplicates.inc(duplicates)
         if changed and self.on_folded is not None:
             self.on_folded(changed)
 
     def _fold_user(self, uid: str, partition: int, events: list[tuple[Event, int]],
-                   records: dict[int, Any]) -> bool:
-        """Fold and write back one user's events; True when the profile changed."""
+                   records: dict[int, Any]) -> FoldResult:
+        """Fold and write back one user's events."""
         key = uid.encode()
         db = self.store._db_for_partition(partition)  # type: ignore[attr-defined]
         result = fold_events(db.get(key), events, self.scripts, self.horizon_ms)
         for _, offset, script, exc in result.failed:
             self._dead_letter(records[offset], Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
-        self._folded += result.folded
-        self._duplicates += result.duplicates
         value = encode_value(result.value)
         db.put(key, value)
         # Written back even when nothing changed: a re-delivered batch then brings the
         # changelog up to what the local store already holds.
         self.sink.produce(self.changelog, key, value, partition)
-        if not result.changed:
-            return False
-        meta = result.value["meta"]
-        self.sink.produce(self.names["changes"], key, PROFILE_CHANGE.encode({
-            "uid": uid, "version": meta["version"], "changed": result.changed,
-            "max_ts": meta["max_ts"], "partition": partition}), partition)
-        return True
+        if result.changed:
+            meta = result.value["meta"]
+            self.sink.produce(self.names["changes"], key, PROFILE_CHANGE.encode({
+                "uid": uid, "version": meta["version"], "changed": result.changed,
+                "max_ts": meta["max_ts"], "partition": partition}), partition)
+        return result
 
     def note_delivered(self) -> None:
         """After a flush: note in each RocksDB partition how far the changelog is known to hold
