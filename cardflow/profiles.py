@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -78,14 +78,18 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
     return tuple(scripts.values())
 
 
-@dataclass
 class FoldResult:
-    value: dict[str, Any]
-    folded: int = 0
-    duplicates: int = 0
-    failed: list[tuple[Event, int, str, BaseException]] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    max_ts: int = 0
+    """What folding one user's events of a batch gave (a plain class: one is made per user per batch)."""
+
+    __slots__ = ("value", "folded", "duplicates", "failed", "changed", "max_ts")
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self.value = value
+        self.folded = 0
+        self.duplicates = 0
+        self.failed: list[tuple[Event, int, str, BaseException]] = []
+        self.changed: list[str] = []
+        self.max_ts = 0
 
 
 def new_value() -> dict[str, Any]:
@@ -134,40 +138,58 @@ def fold_events(
     events (an id seen within the horizon) count as duplicates. An event a
     script raises on is left out entirely, so a replay after a fix is safe.
     """
-    value = decode_value(stored) if stored else new_value()
+    if stored:
+        size = _HEADER.unpack_from(stored)[0]
+        profile_json = stored[_HEADER.size:_HEADER.size + size]
+        value = {"profile": orjson.loads(profile_json), "meta": orjson.loads(stored[_HEADER.size + size:])}
+    else:
+        value = new_value()
     meta = value["meta"]
     ids = _IdSet(meta["ids"])
     result = FoldResult(value)
     profile = value["profile"]
     ok: list[Event] = []
+    last_offset, version, max_ts = meta["offset"], meta["version"], meta["max_ts"]
+    oldest_day = (max_ts - horizon_ms) // DAY_MS
     for event, offset in events:
-        if offset <= meta["offset"]:
+        if offset <= last_offset:
             result.duplicates += 1
             continue
-        meta["offset"] = offset
-        short, day = event.event_id[:ID_CHARS], event.ts // DAY_MS
+        last_offset = offset
+        ts = event.ts
+        short, day = event.event_id[:ID_CHARS], ts // DAY_MS
         if ids.seen(short, day):
             result.duplicates += 1
             continue
         try:
             for script in scripts:
-                profile = script(profile, event)
+                changed = script.fold(profile, event)
+                if changed is not None:
+                    profile = changed
         except Exception as exc:  # noqa: BLE001 - the event goes to the DLQ with the script's name
             result.failed.append((event, offset, _failing_script(scripts, stored, ok, event), exc))
             # A script may have changed the profile before raising: fold again without this event.
             profile = _refold(stored, ok, scripts)
             continue
         ok.append(event)
-        meta["version"] += 1
-        meta["max_ts"] = max(meta["max_ts"], event.ts)
-        result.max_ts = max(result.max_ts, event.ts)
-        ids.add(short, day, (meta["max_ts"] - horizon_ms) // DAY_MS)
+        version += 1
+        if ts > max_ts:
+            max_ts = ts
+            oldest_day = (max_ts - horizon_ms) // DAY_MS
+        ids.add(short, day, oldest_day)
+    meta["offset"], meta["version"], meta["max_ts"] = last_offset, version, max_ts
     result.folded = len(ok)
-    meta["ids"] = ids.buckets((meta["max_ts"] - horizon_ms) // DAY_MS)
+    result.max_ts = max((e.ts for e in ok), default=0)
+    meta["ids"] = ids.buckets(oldest_day)
     value["profile"] = profile
-    before = decode_profile(stored) if stored else {}
-    result.changed = sorted(k for k in set(before) | set(profile) if before.get(k) != profile.get(k))
+    if ok:
+        before = orjson.loads(profile_json) if stored else {}
+        result.changed = sorted([k for k, v in profile.items() if before.get(k, _GONE) != v]
+                                + [k for k in before if k not in profile])
     return result
+
+
+_GONE = object()
 
 
 class _IdSet:
@@ -203,15 +225,21 @@ class _IdSet:
         self._batch.add((day, short))
 
     def buckets(self, oldest_day: int) -> dict[str, str]:
-        merged = {int(day): chunk for day, chunk in self._stored.items() if int(day) >= oldest_day}
+        """The stored buckets with this batch's ids merged in and the days out of the horizon
+        dropped; days in ascending order, so equal id sets give equal bytes."""
+        stored = self._stored
         for day, shorts in self._new.items():
             if day >= oldest_day:
-                merged[day] = _merge(merged.get(day, ""), sorted(shorts))  # sorted: same ids, same bytes
-        days = sorted(merged)
-        total = sum(len(c) for c in merged.values()) // ID_CHARS
-        while total > MAX_IDS and days:
-            total -= len(merged.pop(days.pop(0))) // ID_CHARS
-        return {str(day): merged[day] for day in sorted(merged)}
+                key = str(day)
+                stored[key] = _merge(stored.get(key, ""), sorted(shorts))  # sorted: same ids, same bytes
+        days = sorted(stored, key=int)
+        if self._new or (days and int(days[0]) < oldest_day):
+            total = sum(map(len, stored.values())) // ID_CHARS
+            while days and (int(days[0]) < oldest_day or total > MAX_IDS):
+                total -= len(stored.pop(days.pop(0))) // ID_CHARS
+        if list(stored) != days:
+            return {day: stored[day] for day in days}
+        return stored
 
 
 def _position(chunk: str, short: str, lo: int = 0) -> int:
