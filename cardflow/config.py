@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         ("cardflow.standard",), description="modules (or module:attr) holding profile scripts"
     )
     dedup_horizon_days: float = Field(7.0, gt=0, le=3650, description="event-time horizon of id dedup")
-    batch_size: int = Field(2000, ge=1, le=100_000, description="records per profiles batch")
+    batch_size: int = Field(20_000, ge=1, le=100_000, description="records per profiles batch")
     batch_within_ms: int = Field(100, ge=1, le=60_000, description="longest wait to fill a batch")
     worker_urls: tuple[str, ...] = Field(
         ("http://127.0.0.1:6066",), description="people workers' web servers, for profile lookups"
