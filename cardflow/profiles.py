@@ -126,120 +126,141 @@ def decode_value(stored: bytes) -> dict[str, Any]:
     return {"profile": orjson.loads(stored[start:start + size]), "meta": orjson.loads(stored[start + size:])}
 
 
+def split_value(stored: bytes | None) -> tuple[dict[str, Any], bytes | None]:
+    """A stored value decoded, with its profile's JSON (what the profile was before a fold)."""
+    if not stored:
+        return new_value(), None
+    end = _HEADER.size + _HEADER.unpack_from(stored)[0]
+    profile_json = stored[_HEADER.size:end]
+    return {"profile": orjson.loads(profile_json), "meta": orjson.loads(stored[end:])}, profile_json
+
+
+def profile_json_of(stored: bytes) -> bytes:
+    return stored[_HEADER.size:_HEADER.size + _HEADER.unpack_from(stored)[0]]
+
+
 def fold_events(
     stored: bytes | None,
     events: list[tuple[Event, int]],
     scripts: tuple[ProfileScript, ...],
     horizon_ms: int,
 ) -> FoldResult:
-    """Fold one user's events of a batch (``(event, offset)`` in offset order) into their stored value.
+    """Fold one user's events of a batch (``(event, offset)`` in offset order) into their stored value."""
+    value, profile_json = split_value(stored)
+    return fold_value(value, profile_json, events, scripts, horizon_ms)
+
+
+def fold_value(
+    value: dict[str, Any],
+    profile_json: bytes | None,
+    events: list[tuple[Event, int]],
+    scripts: tuple[ProfileScript, ...],
+    horizon_ms: int,
+) -> FoldResult:
+    """Fold one user's events into their decoded value, in place (``profile_json``: the profile
+    as stored, None for a new user).
 
     Re-delivered records (offset at or below the last folded one) and re-sent
     events (an id seen within the horizon) count as duplicates. An event a
     script raises on is left out entirely, so a replay after a fix is safe.
     """
-    if stored:
-        size = _HEADER.unpack_from(stored)[0]
-        profile_json = stored[_HEADER.size:_HEADER.size + size]
-        value = {"profile": orjson.loads(profile_json), "meta": orjson.loads(stored[_HEADER.size + size:])}
-    else:
-        value = new_value()
     meta = value["meta"]
-    ids = _IdSet(meta["ids"])
+    stored_ids: dict[str, str] = meta["ids"]
     result = FoldResult(value)
     profile = value["profile"]
     ok: list[Event] = []
     last_offset, version, max_ts = meta["offset"], meta["version"], meta["max_ts"]
     oldest_day = (max_ts - horizon_ms) // DAY_MS
+    new_ids: dict[int, list[str]] = {}
+    batch_ids: set[str] = set()
+    batch_max_ts = 0
     for event, offset in events:
         if offset <= last_offset:
             result.duplicates += 1
             continue
         last_offset = offset
         ts = event.ts
-        short, day = event.event_id[:ID_CHARS], ts // DAY_MS
-        if ids.seen(short, day):
+        day = ts // DAY_MS
+        short = event.event_id[:ID_CHARS]
+        tag = f"{day}{short}"
+        if tag in batch_ids:
+            result.duplicates += 1
+            continue
+        chunk = stored_ids.get(str(day))
+        if chunk and _contains(chunk, short):
             result.duplicates += 1
             continue
         try:
             for script in scripts:
-                changed = script.fold(profile, event)
-                if changed is not None:
-                    profile = changed
+                folded = script.fold(profile, event)
+                if folded is not None:
+                    profile = folded
         except Exception as exc:  # noqa: BLE001 - the event goes to the DLQ with the script's name
-            result.failed.append((event, offset, _failing_script(scripts, stored, ok, event), exc))
+            result.failed.append((event, offset, _failing_script(scripts, profile_json, ok, event), exc))
             # A script may have changed the profile before raising: fold again without this event.
-            profile = _refold(stored, ok, scripts)
+            profile = _refold(profile_json, ok, scripts)
             continue
         ok.append(event)
         version += 1
-        if ts > max_ts:
-            max_ts = ts
-            oldest_day = (max_ts - horizon_ms) // DAY_MS
-        ids.add(short, day, oldest_day)
+        if ts > batch_max_ts:
+            batch_max_ts = ts
+            if ts > max_ts:
+                max_ts = ts
+                oldest_day = (max_ts - horizon_ms) // DAY_MS
+        if day >= oldest_day:
+            batch_ids.add(tag)
+            fresh = new_ids.get(day)
+            if fresh is None:
+                new_ids[day] = [short]
+            else:
+                fresh.append(short)
     meta["offset"], meta["version"], meta["max_ts"] = last_offset, version, max_ts
     result.folded = len(ok)
-    result.max_ts = max((e.ts for e in ok), default=0)
-    meta["ids"] = ids.buckets(oldest_day)
+    result.max_ts = batch_max_ts
+    if new_ids or (stored_ids and min(map(int, stored_ids)) < oldest_day):
+        meta["ids"] = _buckets(stored_ids, new_ids, oldest_day)
     value["profile"] = profile
     if ok:
-        before = orjson.loads(profile_json) if stored else {}
+        before = orjson.loads(profile_json) if profile_json is not None else {}
         result.changed = sorted([k for k, v in profile.items() if before.get(k, _GONE) != v]
                                 + [k for k in before if k not in profile])
     return result
 
 
 _GONE = object()
+_SCAN_CHARS = 32 * ID_CHARS  # below this a chunk is searched by str.find, above by bisection
 
 
-class _IdSet:
+def _contains(chunk: str, short: str) -> bool:
+    """Whether the sorted chunk of fixed-width ids holds ``short``."""
+    if len(chunk) <= _SCAN_CHARS:
+        at = chunk.find(short)
+        while at >= 0 and at % ID_CHARS:  # a match across two ids does not count
+            at = chunk.find(short, at + 1)
+        return at >= 0
+    at = _position(chunk, short)
+    return chunk[at:at + ID_CHARS] == short
+
+
+def _buckets(stored: dict[str, str], new_ids: dict[int, list[str]], oldest_day: int) -> dict[str, str]:
     """Recent event ids, bucketed by event day, each day's ids sorted and concatenated as
-    fixed-width strings.
+    fixed-width strings (13 bytes an id in JSON).
 
-    Compact (13 bytes an id in JSON) and order-independent: what remains is
-    every id whose event day is within the horizon of the latest event,
-    trimmed to MAX_IDS by dropping whole oldest days. A re-sent event has its
-    original event time, so an id is looked up in its own day's bucket only,
-    by binary search in the string: a batch costs O(new ids · log n), not a
-    pass over every stored id.
+    Order-independent: what remains is every id whose event day is within the
+    horizon of the latest event, trimmed to MAX_IDS by dropping whole oldest
+    days; days ascending, so equal id sets give equal bytes. A re-sent event
+    has its original event time, so an id is looked up in its own day's
+    bucket only.
     """
-
-    def __init__(self, stored: dict[str, str]) -> None:
-        self._stored = stored
-        self._new: dict[int, list[str]] = {}
-        self._batch: set[tuple[int, str]] = set()
-
-    def seen(self, short: str, day: int) -> bool:
-        if (day, short) in self._batch:
-            return True
-        chunk = self._stored.get(str(day))
-        if not chunk:
-            return False
-        at = _position(chunk, short)
-        return chunk[at:at + ID_CHARS] == short
-
-    def add(self, short: str, day: int, oldest_day: int) -> None:
-        if day < oldest_day:
-            return
-        self._new.setdefault(day, []).append(short)
-        self._batch.add((day, short))
-
-    def buckets(self, oldest_day: int) -> dict[str, str]:
-        """The stored buckets with this batch's ids merged in and the days out of the horizon
-        dropped; days in ascending order, so equal id sets give equal bytes."""
-        stored = self._stored
-        for day, shorts in self._new.items():
-            if day >= oldest_day:
-                key = str(day)
-                stored[key] = _merge(stored.get(key, ""), sorted(shorts))  # sorted: same ids, same bytes
-        days = sorted(stored, key=int)
-        if self._new or (days and int(days[0]) < oldest_day):
-            total = sum(map(len, stored.values())) // ID_CHARS
-            while days and (int(days[0]) < oldest_day or total > MAX_IDS):
-                total -= len(stored.pop(days.pop(0))) // ID_CHARS
-        if list(stored) != days:
-            return {day: stored[day] for day in days}
-        return stored
+    merged = {int(day): chunk for day, chunk in stored.items() if int(day) >= oldest_day}
+    for day, shorts in new_ids.items():
+        if day >= oldest_day:
+            merged[day] = _merge(merged.get(day, ""), shorts)
+    days = sorted(merged)
+    total = sum(map(len, merged.values())) // ID_CHARS
+    while total > MAX_IDS and days:
+        total -= len(merged.pop(days.pop(0))) // ID_CHARS
+    return {str(day): merged[day] for day in days}
 
 
 def _position(chunk: str, short: str, lo: int = 0) -> int:
@@ -256,10 +277,14 @@ def _position(chunk: str, short: str, lo: int = 0) -> int:
 
 
 def _merge(chunk: str, shorts: list[str]) -> str:
-    """``chunk`` with the sorted ``shorts`` inserted in order."""
+    """``chunk`` with ``shorts`` inserted in order."""
+    if len(chunk) <= _SCAN_CHARS:
+        ids = [chunk[i:i + ID_CHARS] for i in range(0, len(chunk), ID_CHARS)] + shorts
+        ids.sort()
+        return "".join(ids)
     parts: list[str] = []
     start = 0
-    for short in shorts:
+    for short in sorted(shorts):
         at = _position(chunk, short, start)
         parts += (chunk[start:at], short)
         start = at
@@ -267,18 +292,19 @@ def _merge(chunk: str, shorts: list[str]) -> str:
     return "".join(parts)
 
 
-def _refold(stored: bytes | None, events: list[Event], scripts: tuple[ProfileScript, ...]) -> dict[str, Any]:
-    profile: dict[str, Any] = decode_profile(stored) if stored else {}
+def _refold(profile_json: bytes | None, events: list[Event],
+            scripts: tuple[ProfileScript, ...]) -> dict[str, Any]:
+    profile: dict[str, Any] = orjson.loads(profile_json) if profile_json is not None else {}
     for event in events:
         for script in scripts:
             profile = script(profile, event)
     return profile
 
 
-def _failing_script(scripts: tuple[ProfileScript, ...], stored: bytes | None, ok: list[Event],
+def _failing_script(scripts: tuple[ProfileScript, ...], profile_json: bytes | None, ok: list[Event],
                     event: Event) -> str:
     """Name of the first script that raises on ``event``, found on a scratch profile."""
-    scratch = _refold(stored, ok, scripts)
+    scratch = _refold(profile_json, ok, scripts)
     for script in scripts:
         try:
             scratch = script(scratch, event)
