@@ -42,7 +42,14 @@ from cardflow.codec import AvroCodec
 from cardflow.connectors.faust_batches import BatchingApp
 from cardflow.connectors.producer import BatchSink
 from cardflow.events import Decoder, Event, Reason, Rejected
-from cardflow.profiles import FoldResult, ProfileScript, encode_value, fold_events
+from cardflow.profiles import (
+    FoldResult,
+    ProfileScript,
+    encode_value,
+    fold_value,
+    profile_json_of,
+    split_value,
+)
 
 log = logging.getLogger(__name__)
 DEAD_LETTER = AvroCodec.named("DeadLetter")
@@ -99,7 +106,7 @@ class ProfileFolder:
 
     def __init__(self, profiles: faust.Table, topics: Topics, decoder: Decoder,
                  scripts: tuple[ProfileScript, ...], horizon_ms: int, partitions: int,
-                 metrics: PeopleMetrics, sink: BatchSink) -> None:
+                 metrics: PeopleMetrics, sink: BatchSink, cache_size: int = 0) -> None:
         self.profiles = profiles
         self.store = profiles.data  # writes here skip Faust's changelog: the sink sends it
         self.changelog = profiles.changelog_topic.get_topic_name()
@@ -113,6 +120,11 @@ class ProfileFolder:
         self.partitions = partitions
         self.metrics = metrics
         self.last_offsets: dict[int, int] = {}
+        # Decoded values of recently folded users, as last written (least recently used first):
+        # a user seen again skips the read and parse. Valid while nobody else writes the
+        # partition, so it is emptied at every assignment (see register_profiles).
+        self.cache: dict[bytes, tuple[dict[str, Any], bytes | None]] = {}
+        self.cache_size = cache_size
         # The profile keys each batch changed, per partition (the cards' maps re-read only those).
         self.on_folded: Callable[[dict[int, set[bytes]]], None] | None = None
 
@@ -179,14 +191,22 @@ class ProfileFolder:
                    writes: WriteBatch, batch: list[Any]) -> FoldResult:
         """Fold one user's events and queue the profile's write-back."""
         key = uid.encode()
-        db = self.store._db_for_partition(partition)  # type: ignore[attr-defined]
-        result = fold_events(db.get(key), events, self.scripts, self.horizon_ms)
+        cached = self.cache.pop(key, None)
+        if cached is None:
+            db = self.store._db_for_partition(partition)  # type: ignore[attr-defined]
+            cached = split_value(db.get(key))
+        value, profile_json = cached
+        result = fold_value(value, profile_json, events, self.scripts, self.horizon_ms)
         for _, offset, script, exc in result.failed:
             record = next(r for r in batch if r.partition == partition and r.offset == offset)
             self._dead_letter(record, Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
         value = encode_value(result.value)
         writes.put(key, value)
+        if self.cache_size:
+            self.cache[key] = (result.value, profile_json_of(value))
+            if len(self.cache) > self.cache_size:
+                del self.cache[next(iter(self.cache))]
         # Written back even when nothing changed: a re-delivered batch then brings the
         # changelog up to what the local store already holds.
         self.sink.produce(self.changelog, key, value, partition)
@@ -238,5 +258,11 @@ def register_profiles(app: BatchingApp, topics: Topics, folder: ProfileFolder,
             logging.shutdown()
             os._exit(70)
         folder.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _forget_cache(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+        # Partitions may have been written by another worker (or recovered) since: re-read all.
+        # No batch runs meanwhile (a rebalance waits for the one in flight; the flow is stopped).
+        folder.cache.clear()
 
     app.batches(topics.events, fold, size=batch_size, within=batch_within)

@@ -52,6 +52,7 @@ def build_people(settings: Settings) -> faust.App:
         profiles, topics, settings.decoder(), scripts,
         int(settings.dedup_horizon_days * DAY_MS), settings.partitions, metrics,
         BatchSink(producer_config(settings, **{"linger.ms": 2, "queue.buffering.max.messages": 500_000})),
+        settings.profile_cache_size,
     )
     register_profiles(app, topics, folder, settings.batch_size, settings.batch_within_ms / 1000)
     cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
