@@ -22,13 +22,14 @@ with the local store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,15 +202,15 @@ class ProfileFolder:
             record = next(r for r in batch if r.partition == partition and r.offset == offset)
             self._dead_letter(record, Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
-        value = encode_value(result.value)
-        writes.put(key, value)
+        stored = encode_value(result.value)
+        writes.put(key, stored)
         if self.cache_size:
-            self.cache[key] = (result.value, profile_json_of(value))
+            self.cache[key] = (result.value, profile_json_of(stored))
             if len(self.cache) > self.cache_size:
                 del self.cache[next(iter(self.cache))]
         # Written back even when nothing changed: a re-delivered batch then brings the
         # changelog up to what the local store already holds.
-        self.sink.produce(self.changelog, key, value, partition)
+        self.sink.produce(self.changelog, key, stored, partition)
         if result.changed:
             meta = result.value["meta"]
             self.sink.produce(self.names["changes"], key, PROFILE_CHANGE.encode({
@@ -231,19 +232,48 @@ class ProfileFolder:
         self.metrics.dead_lettered.labels(reason).inc()
 
 
+class BatchCollector:
+    """The cyclic GC's schedule in a worker that holds many long-lived objects.
+
+    A batch allocates ~10 objects a record that live until it ends, and the
+    profile cache keeps ~10 a user: generational collections kept re-scanning
+    both (8-20 % of a busy worker). So the GC is paused while a batch is
+    processed, everything alive after it is frozen out of the GC (our values
+    are acyclic, freed by reference counting), and every ``full_every``
+    seconds one full collection, over the unfrozen heap, reclaims any cyclic
+    garbage that was frozen meanwhile.
+    """
+
+    def __init__(self, full_every: float = 300.0) -> None:
+        self.full_every = full_every
+        self.last_full = time.monotonic()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        gc.disable()
+        try:
+            yield
+        finally:
+            if time.monotonic() - self.last_full > self.full_every:
+                gc.unfreeze()
+                gc.collect()
+                self.last_full = time.monotonic()
+            gc.freeze()
+            gc.enable()
+
+
 def register_profiles(app: BatchingApp, topics: Topics, folder: ProfileFolder,
                       batch_size: int, batch_within: float) -> None:
     """The profiles "agent": whole fetched batches of ``events`` (see connectors/faust_batches.py),
     one at a time, so it has the ``concurrency=1`` a table-updating agent needs."""
 
+    collector = BatchCollector()
+
     async def fold(records: list[Any]) -> None:
         started = time.perf_counter()
         try:
-            gc.disable()  # a batch's objects live until it ends: collecting them is waste
-            try:
+            with collector.paused():
                 folder.process(records)
-            finally:
-                gc.enable()
             try:
                 await asyncio.get_running_loop().run_in_executor(None, folder.sink.flush, FLUSH_TIMEOUT_S)
             except asyncio.CancelledError:
