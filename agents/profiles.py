@@ -58,6 +58,33 @@ FLUSH_TIMEOUT_S = 60.0
 PROFILE_CHANGE = AvroCodec.named("ProfileChange")
 
 
+def _avro_long(n: int) -> bytes:
+    """Avro's zig-zag varint."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=4096)  # a few field-name lists recur in every batch
+def _avro_strings(names: tuple[str, ...]) -> bytes:
+    """An Avro array of strings, as one block."""
+    encoded = [name.encode() for name in names]
+    block = b"".join(_avro_long(len(e)) + e for e in encoded)
+    return (_avro_long(len(encoded)) + block if encoded else b"") + b"\x00"
+
+
+def profile_change(uid: str, version: int, changed: list[str], max_ts: int, partition: int) -> bytes:
+    """A ProfileChange record, as ``PROFILE_CHANGE.encode`` writes it (a unit test checks), at
+    half its cost: it is written for most users of every batch."""
+    key = uid.encode()
+    return b"".join((PROFILE_CHANGE.header, _avro_long(len(key)), key, _avro_long(version),
+                     _avro_strings(tuple(changed)), _avro_long(max_ts), _avro_long(partition)))
+
+
 def dead_letter(record: Any, reason: str, text: str, detail: str | None = None) -> bytes:
     """An Avro DeadLetter keeping the original bytes and where they came from."""
     return DEAD_LETTER.encode({
@@ -213,9 +240,8 @@ class ProfileFolder:
         self.sink.produce(self.changelog, key, stored, partition)
         if result.changed:
             meta = result.value["meta"]
-            self.sink.produce(self.names["changes"], key, PROFILE_CHANGE.encode({
-                "uid": uid, "version": meta["version"], "changed": result.changed,
-                "max_ts": meta["max_ts"], "partition": partition}), partition)
+            self.sink.produce(self.names["changes"], key, profile_change(
+                uid, meta["version"], result.changed, meta["max_ts"], partition), partition)
         return result
 
     def note_delivered(self) -> None:

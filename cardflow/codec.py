@@ -53,7 +53,7 @@ class AvroCodec:
     def __init__(self, schema: dict[str, Any], writers: tuple[dict[str, Any], ...] = ()) -> None:
         self.schema = parse_schema(schema)
         self.fingerprint = schema_fingerprint(self.schema)
-        self._header = MARKER + self.fingerprint
+        self.header = MARKER + self.fingerprint  # what every record starts with
         self._writers = {self.fingerprint: self.schema}
         for writer in writers:
             parsed = parse_schema(writer)
@@ -65,7 +65,7 @@ class AvroCodec:
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
-        out.write(self._header)
+        out.write(self.header)
         schemaless_writer(out, self.schema, record)
         return out.getvalue()
 

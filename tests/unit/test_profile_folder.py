@@ -13,7 +13,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from rocksdict import Options, Rdict
 
-from cardflow.agents.profiles import BatchCollector, PeopleMetrics, ProfileFolder, Topics, uid_partition
+from cardflow.agents.profiles import (
+    PROFILE_CHANGE,
+    BatchCollector,
+    PeopleMetrics,
+    ProfileFolder,
+    Topics,
+    profile_change,
+    uid_partition,
+)
 from cardflow.events import Decoder
 from cardflow.standard import DAY_MS, standard
 
@@ -142,3 +150,13 @@ def test_batch_collector_freezes_survivors_and_collects_when_due() -> None:
         assert ref() is None and gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("record", [
+    {"uid": "u1", "version": 1, "changed": ["days", "events", "last_seen"], "max_ts": T0, "partition": 3},
+    {"uid": "ü" * 70, "version": 2**40, "changed": [], "max_ts": 0, "partition": 0},
+    {"uid": "x", "version": 0, "changed": ["a" * 200], "max_ts": -5, "partition": 2**31 - 1},
+])
+def test_profile_change_is_the_avro_codec_byte_for_byte(record: dict[str, Any]) -> None:
+    assert profile_change(**record) == PROFILE_CHANGE.encode(record)
+    assert PROFILE_CHANGE.decode(profile_change(**record)) == record
