@@ -242,9 +242,9 @@ def _contains(chunk: str, short: str) -> bool:
     return chunk[at:at + ID_CHARS] == short
 
 
-def _buckets(stored: dict[str, str], new_ids: dict[int, list[str]], oldest_day: int) -> dict[str, str]:
+def _buckets(ids: dict[str, str], new_ids: dict[int, list[str]], oldest_day: int) -> dict[str, str]:
     """Recent event ids, bucketed by event day, each day's ids sorted and concatenated as
-    fixed-width strings (13 bytes an id in JSON).
+    fixed-width strings (13 bytes an id in JSON); ``ids`` is updated in place.
 
     Order-independent: what remains is every id whose event day is within the
     horizon of the latest event, trimmed to MAX_IDS by dropping whole oldest
@@ -252,15 +252,22 @@ def _buckets(stored: dict[str, str], new_ids: dict[int, list[str]], oldest_day: 
     has its original event time, so an id is looked up in its own day's
     bucket only.
     """
-    merged = {int(day): chunk for day, chunk in stored.items() if int(day) >= oldest_day}
+    new_day = False
     for day, shorts in new_ids.items():
-        if day >= oldest_day:
-            merged[day] = _merge(merged.get(day, ""), shorts)
-    days = sorted(merged)
-    total = sum(map(len, merged.values())) // ID_CHARS
-    while total > MAX_IDS and days:
-        total -= len(merged.pop(days.pop(0))) // ID_CHARS
-    return {str(day): merged[day] for day in days}
+        key = str(day)
+        chunk = ids.get(key)
+        if chunk is None:
+            new_day = True
+            ids[key] = "".join(sorted(shorts))
+        else:
+            ids[key] = _merge(chunk, shorts)
+    total = sum(map(len, ids.values())) // ID_CHARS
+    if not new_day and total <= MAX_IDS and int(next(iter(ids))) >= oldest_day:
+        return ids  # the usual case: the same days, still in order, none out of the horizon
+    days = sorted(int(day) for day in ids)
+    while days and (days[0] < oldest_day or total > MAX_IDS):
+        total -= len(ids[str(days.pop(0))]) // ID_CHARS
+    return {str(day): ids[str(day)] for day in days}
 
 
 def _position(chunk: str, short: str, lo: int = 0) -> int:
@@ -278,10 +285,9 @@ def _position(chunk: str, short: str, lo: int = 0) -> int:
 
 def _merge(chunk: str, shorts: list[str]) -> str:
     """``chunk`` with ``shorts`` inserted in order."""
-    if len(chunk) <= _SCAN_CHARS:
-        ids = [chunk[i:i + ID_CHARS] for i in range(0, len(chunk), ID_CHARS)] + shorts
-        ids.sort()
-        return "".join(ids)
+    if len(shorts) == 1:
+        at = _position(chunk, shorts[0])
+        return chunk[:at] + shorts[0] + chunk[at:]
     parts: list[str] = []
     start = 0
     for short in sorted(shorts):

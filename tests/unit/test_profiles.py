@@ -149,3 +149,16 @@ def test_load_scripts() -> None:
         load_scripts(["no.such.module"])
     with pytest.raises(ProfileScriptError, match="holds no ProfileScript"):
         load_scripts(["cardflow.events"])
+
+
+def test_ids_are_capped_by_dropping_whole_oldest_days() -> None:
+    days = [T0 + d * DAY_MS for d in range(3)]
+    events = [_event("u", "view", days[i % 3] + i) for i in range(3 * 8_000)]  # 24,000 ids > MAX_IDS
+    stored, offset = None, 0
+    for start in range(0, len(events), 5_000):
+        batch = [(e, offset + i) for i, e in enumerate(events[start:start + 5_000])]
+        offset += len(batch)
+        stored = encode_value(fold_events(stored, batch, (standard,), HORIZON).value)
+    ids = decode_value(stored)["meta"]["ids"]
+    assert list(ids) == [str(d // DAY_MS) for d in days[1:]]  # the oldest day went whole, order kept
+    assert [len(c) // 12 for c in ids.values()] == [8_000, 8_000]
