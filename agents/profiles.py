@@ -58,15 +58,22 @@ FLUSH_TIMEOUT_S = 60.0
 PROFILE_CHANGE = AvroCodec.named("ProfileChange")
 
 
+def _varint(z: int) -> bytes:
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_SHORT_VARINTS = [_varint(z) for z in range(1 << 14)]  # every one- and two-byte varint
+
+
 def _avro_long(n: int) -> bytes:
     """Avro's zig-zag varint."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    z = (n << 1) ^ (n >> 63)
+    return _SHORT_VARINTS[z] if z < 1 << 14 else _varint(z)
 
 
 @functools.lru_cache(maxsize=4096)  # a few field-name lists recur in every batch

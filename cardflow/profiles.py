@@ -222,8 +222,11 @@ def fold_value(
     value["profile"] = profile
     if ok:
         before = orjson.loads(profile_json) if profile_json is not None else {}
-        result.changed = sorted([k for k, v in profile.items() if before.get(k, _GONE) != v]
-                                + [k for k in before if k not in profile])
+        changed = [k for k, v in profile.items() if before.get(k, _GONE) != v]
+        if not before.keys() <= profile.keys():  # a script dropped a field (rare)
+            changed += [k for k in before if k not in profile]
+        changed.sort()
+        result.changed = changed
     return result
 
 

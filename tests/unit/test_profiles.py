@@ -162,3 +162,18 @@ def test_ids_are_capped_by_dropping_whole_oldest_days() -> None:
     ids = decode_value(stored)["meta"]["ids"]
     assert list(ids) == [str(d // DAY_MS) for d in days[1:]]  # the oldest day went whole, order kept
     assert [len(c) // 12 for c in ids.values()] == [8_000, 8_000]
+
+
+def test_changed_lists_added_altered_and_dropped_fields() -> None:
+    @profile_script("toggle", version="1")
+    def toggle(profile, event):
+        if event.event == "on":
+            profile["flag"] = True
+        else:
+            profile.pop("flag", None)
+
+    first = fold_events(None, [(_event("u", "on", T0), 0)], (standard, toggle), HORIZON)
+    assert "flag" in first.changed
+    stored = encode_value(first.value)
+    off = fold_events(stored, [(_event("u", "off", T0 + 1), 1)], (standard, toggle), HORIZON)
+    assert off.changed == ["days", "events", "flag", "last_seen"]  # "flag" dropped, the rest altered
