@@ -8,7 +8,8 @@ and emit one profile change per changed user.
 Whole fetched batches come from Faust's consumer (``BatchingApp.batches``,
 connectors/faust_batches.py), one batch at a time, as a ``concurrency=1``
 agent would get them, without Faust's per-record stream path. Profiles are
-read from and written to the partition's RocksDB directly, and everything
+read from and written to the partition's RocksDB directly (one write batch
+per partition, and a cache of the decoded values last written), and everything
 the batch produces — the table's changelog records, profile changes, dead
 letters, re-routed events — goes through one librdkafka producer
 (``BatchSink``), flushed before the batch is acknowledged (Faust's own
