@@ -62,11 +62,17 @@ def test_results_api(settings: Settings, service) -> None:
     status, _, body = http("GET", f"{base}/v1/cards/nope", headers=READ)
     assert status == 404 and "top-events" in body["message"]
 
-    # The card document is the latest record of the results topic, decoded.
-    status, _, card = http("GET", f"{base}/v1/cards/top-events", headers=READ)
-    assert status == 200
-    latest = truth.read_results(settings)["top-events"]
-    assert card["widgets"] == json.loads(latest["widgets"])
+    # The card document is the latest record of the results topic, decoded, once the API has read
+    # it: results of the first batches may still be arriving when every card has one.
+    bought, newest = sum(e["event"] == "purchase" for e in events), max(e["ts"] for e in events)
+
+    def served_latest() -> dict[str, Any] | None:
+        status, _, card = http("GET", f"{base}/v1/cards/top-events", headers=READ)
+        latest = truth.read_results(settings)["top-events"]
+        settled = status == 200 and purchases(card) == bought and card["max_ts"] == newest
+        return card if settled and card["widgets"] == json.loads(latest["widgets"]) else None
+
+    card = wait_until(served_latest, timeout=60, interval=1, what="the API to serve the latest top-events")
     assert card["max_ts"] == max(e["ts"] for e in events) and card["error"] is None
     assert purchases(card) == sum(e["event"] == "purchase" for e in events)
 
