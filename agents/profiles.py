@@ -169,8 +169,7 @@ class ProfileFolder:
         metrics = self.metrics
         metrics.consumed.inc(len(batch))
         metrics.batch_size.observe(len(batch))
-        by_uid: dict[str, list[tuple[Event, int]]] = {}
-        homes: dict[str, int] = {}
+        users: dict[str, tuple[int, list[tuple[Event, int]]]] = {}  # uid → (partition, events)
         last_offsets = self.last_offsets
         decode, partitions = self.decoder.record, self.partitions
         now_ms = int(time.time() * 1000)
@@ -182,39 +181,31 @@ class ProfileFolder:
             except Rejected as exc:
                 self._dead_letter(record, exc.reason.value, exc.message)
                 continue
-            uid = event.uid
-            events = by_uid.get(uid)
-            if events is None:
-                home = uid_partition(uid.encode(), partitions)
-                if partition != home:
-                    # Produced without the uid key or with another partitioner: send the original
-                    # bytes to the uid's partition, so one user's events stay on one partition.
-                    self.sink.produce(
-                        self.names["events"], event.key, record.value, home,
-                        headers={"cardflow-rerouted-from": f"{partition}/{record.offset}".encode()})
-                    metrics.rerouted.inc()
-                    continue
-                by_uid[uid] = [(event, record.offset)]
-                homes[uid] = partition
-            elif homes[uid] == partition:
-                events.append((event, record.offset))
-            else:  # the same uid on another partition in this batch: re-route it as above
+            user = users.get(event.uid)
+            home = uid_partition(event.key, partitions) if user is None else user[0]
+            if partition != home:
+                # Produced without the uid key or with another partitioner: send the original
+                # bytes to the uid's partition, so one user's events stay on one partition.
                 self.sink.produce(
-                    self.names["events"], event.key, record.value, homes[uid],
+                    self.names["events"], event.key, record.value, home,
                     headers={"cardflow-rerouted-from": f"{partition}/{record.offset}".encode()})
                 metrics.rerouted.inc()
+            elif user is None:
+                users[event.uid] = (partition, [(event, record.offset)])
+            else:
+                user[1].append((event, record.offset))
         changed: dict[int, set[bytes]] = defaultdict(set)
         writes: dict[int, WriteBatch] = {}
         folded = duplicates = 0
-        for uid, events in by_uid.items():
-            partition = homes[uid]
+        for uid, (partition, events) in users.items():
             writes_here = writes.get(partition)
             if writes_here is None:
                 writes_here = writes[partition] = WriteBatch(raw_mode=True)
-            result = self._fold_user(uid, partition, events, writes_here, batch)
+            key = uid.encode()
+            result = self._fold_user(uid, key, partition, events, writes_here, batch)
             folded, duplicates = folded + result.folded, duplicates + result.duplicates
             if result.changed:
-                changed[partition].add(uid.encode())
+                changed[partition].add(key)
         for partition, writes_here in writes.items():
             # One write per partition: a RocksDB write batch costs half of a put per key.
             self.store._db_for_partition(partition).write(writes_here)  # type: ignore[attr-defined]
@@ -223,10 +214,9 @@ class ProfileFolder:
         if changed and self.on_folded is not None:
             self.on_folded(changed)
 
-    def _fold_user(self, uid: str, partition: int, events: list[tuple[Event, int]],
+    def _fold_user(self, uid: str, key: bytes, partition: int, events: list[tuple[Event, int]],
                    writes: WriteBatch, batch: list[Any]) -> FoldResult:
         """Fold one user's events and queue the profile's write-back."""
-        key = uid.encode()
         cached = self.cache.pop(key, None)
         if cached is None:
             db = self.store._db_for_partition(partition)  # type: ignore[attr-defined]

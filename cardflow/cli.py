@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -204,11 +203,6 @@ def worker(ctx: click.Context, topology: str) -> None:
     # calls build log records that are then dropped: a few percent of a busy worker.
     for name in ("faust", "aiokafka", "mode"):
         logging.getLogger(name).setLevel(settings.log_level.upper())
-    # The code and the app built so far live as long as the process: freeze them out of the
-    # cyclic GC, and collect young objects less often (a batch makes ~10 objects a record,
-    # nearly all freed by reference counting). The GC took ~20 % of a busy worker.
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
     faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
 
 

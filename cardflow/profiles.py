@@ -108,9 +108,13 @@ def encode_value(value: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(profile), meta["offset"], meta["max_ts"]) + profile + orjson.dumps(meta)
 
 
+def profile_json_of(stored: bytes) -> bytes:
+    """The profile's JSON inside a stored value."""
+    return stored[_HEADER.size:_HEADER.size + _HEADER.unpack_from(stored)[0]]
+
+
 def decode_profile(stored: bytes) -> dict[str, Any]:
-    size = _HEADER.unpack_from(stored)[0]
-    profile: dict[str, Any] = orjson.loads(stored[_HEADER.size:_HEADER.size + size])
+    profile: dict[str, Any] = orjson.loads(profile_json_of(stored))
     return profile
 
 
@@ -120,23 +124,17 @@ def decode_watermark(stored: bytes) -> tuple[int, int]:
     return offset, max_ts
 
 
-def decode_value(stored: bytes) -> dict[str, Any]:
-    size = _HEADER.unpack_from(stored)[0]
-    start = _HEADER.size
-    return {"profile": orjson.loads(stored[start:start + size]), "meta": orjson.loads(stored[start + size:])}
-
-
 def split_value(stored: bytes | None) -> tuple[dict[str, Any], bytes | None]:
     """A stored value decoded, with its profile's JSON (what the profile was before a fold)."""
     if not stored:
         return new_value(), None
-    end = _HEADER.size + _HEADER.unpack_from(stored)[0]
-    profile_json = stored[_HEADER.size:end]
-    return {"profile": orjson.loads(profile_json), "meta": orjson.loads(stored[end:])}, profile_json
+    profile_json = profile_json_of(stored)
+    meta = orjson.loads(stored[_HEADER.size + len(profile_json):])
+    return {"profile": orjson.loads(profile_json), "meta": meta}, profile_json
 
 
-def profile_json_of(stored: bytes) -> bytes:
-    return stored[_HEADER.size:_HEADER.size + _HEADER.unpack_from(stored)[0]]
+def decode_value(stored: bytes) -> dict[str, Any]:
+    return split_value(stored)[0]
 
 
 def fold_events(
@@ -217,7 +215,7 @@ def fold_value(
     meta["offset"], meta["version"], meta["max_ts"] = last_offset, version, max_ts
     result.folded = len(ok)
     result.max_ts = batch_max_ts
-    if new_ids or (stored_ids and min(map(int, stored_ids)) < oldest_day):
+    if stored_ids or new_ids:
         meta["ids"] = _buckets(stored_ids, new_ids, oldest_day)
     value["profile"] = profile
     if ok:
