@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,6 +286,19 @@ class BatchCollector:
             gc.enable()
 
 
+@contextlib.contextmanager
+def _exit_on_failure() -> Iterator[None]:
+    """End the process at once on an unexpected error, before the batch's offsets commit."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        log.critical("profiles batch failed; exiting before its offsets commit", exc_info=True)
+        logging.shutdown()
+        os._exit(70)
+
+
 def register_profiles(app: BatchingApp, topics: Topics, folder: ProfileFolder,
                       batch_size: int, batch_within: float) -> None:
     """The profiles "agent": whole fetched batches of ``events`` (see connectors/faust_batches.py),
@@ -293,11 +306,16 @@ def register_profiles(app: BatchingApp, topics: Topics, folder: ProfileFolder,
 
     collector = BatchCollector()
 
-    async def fold(records: list[Any]) -> None:
+    async def fold(records: list[Any]) -> Awaitable[None]:
         started = time.perf_counter()
-        try:
+        with _exit_on_failure():
             with collector.paused():
                 folder.process(records)
+        # Acknowledged once written; the next batch is fetched meanwhile.
+        return asyncio.ensure_future(written(started))
+
+    async def written(started: float) -> None:
+        with _exit_on_failure():
             try:
                 await asyncio.get_running_loop().run_in_executor(None, folder.sink.flush, FLUSH_TIMEOUT_S)
             except asyncio.CancelledError:
@@ -305,12 +323,6 @@ def register_profiles(app: BatchingApp, topics: Topics, folder: ProfileFolder,
                 folder.sink.flush(FLUSH_TIMEOUT_S)
                 raise
             folder.note_delivered()
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            log.critical("profiles batch failed; exiting before its offsets commit", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
         folder.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -12,16 +12,20 @@ one thing: records of a *batch topic* are not delivered one by one but
 collected into a batch (up to ``batch_size`` records or ``batch_within``
 seconds) and handed to the topic's handler with one await.
 
-Contract of a handler ``async def handle(records) -> None``:
+Contract of a handler ``async def handle(records) -> Awaitable[None] | None``:
 - ``records`` are aiokafka ``ConsumerRecord``s, in offset order per partition,
   all from partitions this worker owns in the current generation.
-- When it returns, every record is acknowledged (committed with Faust's next
-  commit). It must not return before the batch's effects are durable.
-- It may await (e.g. a flush in an executor). A rebalance that starts
-  meanwhile waits for it (``BatchingApp.batch_idle``), so a partition moves to its next
-  owner only after the batch in flight is written; that batch is then not
-  acknowledged and the next owner re-reads it (it must deduplicate).
-- If it raises, nothing of the batch is acknowledged and the worker stops.
+- It returns None once the batch's effects are durable, or, sooner, an
+  awaitable that resolves when they are (e.g. a producer's flush). Every
+  record is acknowledged (committed with Faust's next commit) only then.
+  Meanwhile the next batch is fetched, but the handler is not called again
+  before the awaitable resolved: one batch in flight, acknowledged in order.
+- It may await. A rebalance that starts while a batch is in flight waits for
+  it (``BatchingApp.batch_idle``), so a partition moves to its next owner only
+  after the batch is written; that batch is then not acknowledged and the next
+  owner re-reads it (it must deduplicate).
+- If it raises, or its awaitable does, nothing of the batch is acknowledged
+  and the worker stops.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 
-BatchHandler = Callable[[list[Any]], Awaitable[None]]
+BatchHandler = Callable[[list[Any]], Awaitable["Awaitable[None] | None"]]
 
 
 class BatchingConsumer(AIOKafkaConsumer):
@@ -46,19 +50,40 @@ class BatchingConsumer(AIOKafkaConsumer):
         app = self.app
         assert isinstance(app, BatchingApp)
         fetcher_stopped = fetcher._stopped.is_set
+        in_flight: asyncio.Future[None] | None = None  # the previous batch, until it is durable
         while not (self._stopped.is_set() or fetcher_stopped()):
             batch, count, generation = await self._collect(app)
+            if in_flight is not None:
+                await in_flight  # raises if the batch's writes failed: nothing more is handled
+                in_flight = None
             # Processed unless the generation moved (as Faust's own path does): a batch dropped
             # while a rebalance is merely starting would be skipped, with nothing seeking back.
             if count and self._current(generation):
                 app.batch_idle.clear()
+                durable: list[Awaitable[None]] = []
                 try:
                     for topic, records in batch.items():
-                        await app.batch_handlers[topic](records)
-                    if self._current(generation) and not app.rebalancing:
-                        self._ack_all(batch)
-                finally:
+                        pending = await app.batch_handlers[topic](records)
+                        if pending is not None:
+                            durable.append(pending)
+                except BaseException:
                     app.batch_idle.set()
+                    raise
+                # Settles while the next batch is fetched (the fetch is the consumer thread's work).
+                in_flight = asyncio.ensure_future(self._settle(batch, generation, durable))
+
+    async def _settle(self, batch: dict[str, list[Any]], generation: int,
+                      durable: list[Awaitable[None]]) -> None:
+        """Acknowledge a handled batch once its effects are durable (and it is still ours)."""
+        app = self.app
+        assert isinstance(app, BatchingApp)
+        try:
+            for pending in durable:
+                await pending
+            if self._current(generation) and not app.rebalancing:
+                self._ack_all(batch)
+        finally:
+            app.batch_idle.set()
 
     def _current(self, generation: int) -> bool:
         """Records fetched in ``generation`` may still be delivered (Faust's own test)."""
