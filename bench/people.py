@@ -1,10 +1,15 @@
 """People benchmark: events/s through one people worker vs a plain confluent-kafka fold (the ceiling).
 
-Run: .venv/bin/python bench/people.py [--events N] [--users N]
+Run: .venv/bin/python bench/people.py [--events N] [--users N] [--rounds N]
 Starts its own broker on loopback. Both sides decode every event with
 cardflow's decoder and fold it with the standard profile script; the
 baseline keeps profiles in a dict (no RocksDB, no changelog, no dedup, no
 profile-changes), which is the ceiling a Python consumer reaches here.
+
+This machine's speed drifts by up to 2x over minutes (a shared VM), so one
+baseline and one worker run minutes apart can disagree by ±15 %. Each round
+therefore produces the same events to fresh topics and runs the baseline
+and the worker back to back; the report gives every round and the medians.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,7 +123,7 @@ def worker(settings: Settings, n: int) -> dict:
     finally:
         proc.terminate()
         proc.wait(60)
-    tables = settings.data_dir / "workers"
+    tables = settings.data_dir / "workers" / settings.topic("people")  # this round's app only
     disk = sum(f.stat().st_size for f in tables.rglob("*") if f.is_file())
     return {"eps": (n - first) / elapsed, "rss_mib": rss_kib / 1024, "disk_bytes": disk, "folded": folded}
 
@@ -126,8 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="baseline + worker pairs, back to back")
     parser.add_argument("--batch-size", type=int, default=None, help="CARDFLOW_BATCH_SIZE")
     args = parser.parse_args()
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         settings = load_settings(
@@ -139,21 +147,30 @@ def main() -> None:
         broker = LocalKafka(settings)
         broker.start()
         try:
-            ensure_topics(settings)
-            t = time.perf_counter()
-            users = produce(settings, args.events, args.users)
-            produce_s = time.perf_counter() - t
-            ceiling = baseline(settings, args.events)
-            result = worker(settings, args.events)
+            for n in range(args.rounds):
+                # Fresh topics and consumer groups each round (the worker's app id has the prefix).
+                here = settings.replace(topic_prefix=f"round{n}-")
+                ensure_topics(here)
+                t = time.perf_counter()
+                users = produce(here, args.events, args.users)
+                produce_s = time.perf_counter() - t
+                ceiling = baseline(here, args.events)
+                result = worker(here, args.events)
+                rounds.append({
+                    "baseline_eps": round(ceiling), "worker_eps": round(result["eps"]),
+                    "ratio": round(result["eps"] / ceiling, 3),
+                    "worker_peak_rss_mib": round(result["rss_mib"]),
+                    "disk_bytes_per_profile": round(result["disk_bytes"] / users),
+                    "folded": result["folded"], "produce_seconds": round(produce_s, 1), "users": users,
+                })
+                print(json.dumps(rounds[-1]), file=sys.stderr)
         finally:
             broker.stop()
     print(json.dumps({
-        "machine": machine(), "events": args.events, "users": users,
-        "produce_seconds": round(produce_s, 1),
-        "baseline_eps": round(ceiling), "worker_eps": round(result["eps"]),
-        "ratio": round(result["eps"] / ceiling, 3), "worker_peak_rss_mib": round(result["rss_mib"]),
-        "worker_disk_bytes": result["disk_bytes"],
-        "disk_bytes_per_profile": round(result["disk_bytes"] / users), "folded": result["folded"],
+        "machine": machine(), "events": args.events, "users": rounds[0]["users"],
+        "batch_size": settings.batch_size, "rounds": rounds,
+        **{f"median_{key}": statistics.median(r[key] for r in rounds) for key in (
+            "baseline_eps", "worker_eps", "ratio", "worker_peak_rss_mib", "disk_bytes_per_profile")},
     }, indent=2))
 
 
