@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         ("cardflow.standard",), description="modules (or module:attr) holding profile scripts"
     )
     dedup_horizon_days: float = Field(7.0, gt=0, le=3650, description="event-time horizon of id dedup")
-    batch_size: int = Field(20_000, ge=1, le=100_000, description="records per profiles batch")
+    batch_size: int = Field(100_000, ge=1, le=1_000_000, description="records per profiles batch")
     profile_cache_size: int = Field(100_000, ge=0, le=10_000_000,
                                     description="decoded profiles a worker keeps between batches (0: none)")
     batch_within_ms: int = Field(100, ge=1, le=60_000, description="longest wait to fill a batch")

@@ -134,3 +134,48 @@ async def _failed_write() -> None:
     with pytest.raises(RuntimeError, match="broker refused"):
         await asyncio.wait_for(consumer._drain_messages(SimpleNamespace(_stopped=asyncio.Event())), 5)
     assert consumer.handled == 1 and consumer._acked[TP("events", 0)] == []
+
+
+class FetchingConsumer(BatchingConsumer):
+    """Scripted polls (None: a poll that found nothing) and highwater marks; ``_collect`` is real."""
+
+    def __init__(self, app: FakeApp, polls: list[list[Record] | None], highwater: int) -> None:
+        self.app = app  # type: ignore[misc]
+        self.polls = polls
+        self.high = highwater
+        self._buffered_partitions: set[TP] = set()
+
+    @property
+    def should_stop(self) -> bool:  # type: ignore[override]
+        return False
+
+    @property
+    def flow_active(self) -> bool:  # type: ignore[override]
+        return True
+
+    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[Record]], None]:  # noqa: ASYNC109 - overrides Faust
+        records = self.polls.pop(0) if self.polls else None
+        return ({TP("events", 0): records} if records else {}), None
+
+    def highwater(self, tp: TP) -> int:
+        return self.high
+
+
+def collect(polls: list[list[Record] | None], highwater: int) -> list[int]:
+    app = FakeApp()
+    app.batch_handlers["events"] = None
+    app.batch_size, app.batch_within = 5, 0.0  # the clock alone would end every batch at once
+    app.consumer_generation_id = 1  # type: ignore[misc]
+    batch, count, _ = asyncio.run(FetchingConsumer(app, polls, highwater)._collect(app))
+    assert count == len(batch.get("events", []))
+    return [record.offset for record in batch.get("events", [])]
+
+
+def test_a_backlog_fills_the_batch_past_the_clock_and_empty_polls() -> None:
+    polls = [[Record("events", 0, o) for o in (0, 1)], None, [Record("events", 0, o) for o in (2, 3, 4, 5)]]
+    assert collect(polls, highwater=100) == [0, 1, 2, 3, 4, 5]  # ends once full (5 or more)
+
+
+def test_a_worker_that_keeps_up_ends_the_batch_at_once() -> None:
+    polls = [[Record("events", 0, o) for o in (0, 1)], None, [Record("events", 0, 2)]]
+    assert collect(polls, highwater=2) == [0, 1]  # nothing past offset 1: no waiting
