@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -31,7 +32,7 @@ from cardflow.events import Event
 from cardflow.plugins import objects_at
 
 Fold = Callable[[dict[str, Any], Event], "dict[str, Any] | None"]
-ID_CHARS = 12  # 48 bits of the event id: collisions among one user's recent ids are negligible
+ID_CHARS = 12  # 48 bits of a digest of the event id: collisions among one user's recent ids are negligible
 DAY_MS = 86_400_000
 MAX_IDS = 20_000  # bound per profile, whatever the horizon
 
@@ -179,7 +180,7 @@ def fold_value(
         last_offset = offset
         ts = event.ts
         day = ts // DAY_MS
-        short = event.event_id[:ID_CHARS]
+        short = dedup_id(event.event_id)
         tag = f"{day}{short}"
         if tag in batch_ids:
             result.duplicates += 1
@@ -226,6 +227,14 @@ def fold_value(
         changed.sort()
         result.changed = changed
     return result
+
+
+def dedup_id(event_id: str) -> str:
+    """The 48 bits (12 hex chars) an event id is deduplicated by: a digest of the whole id, as
+    sent ids share long prefixes ("evt_0000000001", "ajs-next-…") and vary in length, and the
+    buckets hold fixed-width ids. Derived ids are digested too, so an event's key does not
+    depend on whether its id was sent or derived (the push API sends the derived one)."""
+    return blake2b(event_id.encode(), digest_size=ID_CHARS // 2).hexdigest()
 
 
 _GONE = object()

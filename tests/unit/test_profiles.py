@@ -9,6 +9,7 @@ from cardflow.events import Event, derive_event_id
 from cardflow.profiles import (
     ProfileScriptError,
     decode_value,
+    dedup_id,
     encode_value,
     fold_events,
     load_scripts,
@@ -123,7 +124,7 @@ def test_resent_events_dedup_among_many_stored_ids() -> None:
 def test_ids_are_pruned_beyond_the_horizon() -> None:
     old, new = _event("u", "view", T0), _event("u", "view", T0 + 30 * DAY_MS)
     result = fold_events(None, [(old, 0), (new, 1)], (standard,), HORIZON)
-    assert result.value["meta"]["ids"] == {str(new.ts // DAY_MS): new.event_id[:12]}
+    assert result.value["meta"]["ids"] == {str(new.ts // DAY_MS): dedup_id(new.event_id)}
 
 
 def test_a_failing_script_leaves_the_event_out_entirely() -> None:
@@ -177,3 +178,17 @@ def test_changed_lists_added_altered_and_dropped_fields() -> None:
     stored = encode_value(first.value)
     off = fold_events(stored, [(_event("u", "off", T0 + 1), 1)], (standard, toggle), HORIZON)
     assert off.changed == ["days", "events", "flag", "last_seen"]  # "flag" dropped, the rest altered
+
+
+def test_sent_event_ids_dedup_whole_whatever_their_form() -> None:
+    # Sent ids often share long prefixes ("evt_0000000001", Segment's "ajs-next-…") or are short;
+    # each must count once, and only a re-send of the same id is a duplicate.
+    ids = [f"evt_{n:010d}" for n in range(1, 40)] + ["a", "b", "ab", "ajs-next-1f", "ajs-next-2e", "x" * 200]
+    events = [Event(event_id, "u", "view", T0 + n * 1000) for n, event_id in enumerate(ids)]
+    first = fold_events(None, [(e, n) for n, e in enumerate(events)], (standard,), HORIZON)
+    assert (first.folded, first.duplicates) == (len(ids), 0)
+    stored = encode_value(first.value)
+    resent = [(events[3], 100), (events[-1], 101), (events[40], 102), (Event("c", "u", "view", T0), 103)]
+    again = fold_events(stored, resent, (standard,), HORIZON)
+    assert (again.folded, again.duplicates) == (1, 3)
+    assert decode_value(encode_value(again.value))["profile"]["events"] == {"view": len(ids) + 1}
