@@ -274,10 +274,10 @@ def _buckets(ids: dict[str, str], new_ids: dict[int, list[str]], oldest_day: int
     total = sum(map(len, ids.values())) // ID_CHARS
     if not new_day and total <= MAX_IDS and int(next(iter(ids))) >= oldest_day:
         return ids  # the usual case: the same days, still in order, none out of the horizon
-    days = sorted(int(day) for day in ids)
-    while days and (days[0] < oldest_day or total > MAX_IDS):
-        total -= len(ids[str(days.pop(0))]) // ID_CHARS
-    return {str(day): ids[str(day)] for day in days}
+    days = sorted(ids, key=int)
+    while days and (int(days[0]) < oldest_day or total > MAX_IDS):
+        total -= len(ids[days.pop(0)]) // ID_CHARS
+    return {day: ids[day] for day in days}
 
 
 def _position(chunk: str, short: str, lo: int = 0) -> int:

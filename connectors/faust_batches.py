@@ -150,11 +150,16 @@ class BatchingConsumer(AIOKafkaConsumer):
 
     def _ack_all(self, batch: dict[str, list[Any]]) -> None:
         """What ``Consumer.ack`` does per message, once per batch."""
-        for records in batch.values():
-            by_tp: dict[TP, list[int]] = {}
+        for topic, records in batch.items():
+            by_partition: dict[int, list[int]] = {}
             for record in records:
-                by_tp.setdefault(TP(record.topic, record.partition), []).append(record.offset)
-            for tp, offsets in by_tp.items():
+                offsets = by_partition.get(record.partition)
+                if offsets is None:
+                    by_partition[record.partition] = [record.offset]
+                else:
+                    offsets.append(record.offset)
+            for partition, offsets in by_partition.items():
+                tp = TP(topic, partition)
                 committed = self._committed_offset[tp]
                 index = self._acked_index[tp]
                 fresh = [o for o in offsets if (committed is None or o >= committed) and o not in index]

@@ -156,6 +156,10 @@ def test_batch_collector_freezes_survivors_and_collects_when_due() -> None:
     {"uid": "u1", "version": 1, "changed": ["days", "events", "last_seen"], "max_ts": T0, "partition": 3},
     {"uid": "ü" * 70, "version": 2**40, "changed": [], "max_ts": 0, "partition": 0},
     {"uid": "x", "version": 0, "changed": ["a" * 200], "max_ts": -5, "partition": 2**31 - 1},
+    # Every varint length, both signs, at the 14-bit steps' edges.
+    *({"uid": "e", "version": 2**bits - 1, "changed": ["c"], "max_ts": sign * 2**bits + edge, "partition": 1}
+      for bits in range(0, 63, 7) for sign in (1, -1) for edge in (-1, 0)),
+    {"uid": "m", "version": 2**63 - 1, "changed": ["c"], "max_ts": -(2**63), "partition": 0},
 ])
 def test_profile_change_is_the_avro_codec_byte_for_byte(record: dict[str, Any]) -> None:
     assert profile_change(**record) == PROFILE_CHANGE.encode(record)
