@@ -292,3 +292,27 @@ def test_a_raising_profile_script_dead_letters_the_event(settings: Settings, ser
     table = wait_until(lambda: read_table(settings).get("f"), timeout=60, what="the profile")
     assert table["profile"]["events"] == {"view": 2} and table["profile"]["fragile_seen"] == 2
     assert worker.proc.poll() is None
+
+
+def test_sent_event_ids_count_once_each_and_dedup_on_resend(settings: Settings, service) -> None:
+    # Ids as clients send them: shared prefixes, short ones, long ones; each event sent twice.
+    ensure_topics(settings)
+    service(["worker", "people"], settings)
+    ids = [f"evt_{n:010d}" for n in range(300)] + ["a", "b", "ajs-next-1f", "ajs-next-2e", "x" * 300]
+    events = [{"uid": f"s{n % 3}", "event": "view", "ts": T0 + n * 1000, "event_id": event_id}
+              for n, event_id in enumerate(ids)]
+    produce(settings, events + events[::-1])
+    expected = {f"s{k}": sum(1 for n in range(len(ids)) if n % 3 == k) for k in range(3)}
+
+    def counted() -> dict[str, float] | None:
+        m = metrics(settings)
+        return m if m.get("cardflow_people_consumed_total") == 2 * len(ids) else None
+
+    m = wait_until(counted, timeout=90, what="every record consumed")
+    assert (m["cardflow_people_folded_total"], m["cardflow_people_duplicates_total"]) == (len(ids), len(ids))
+    def views() -> dict[str, int] | None:
+        table = read_table(settings)  # the changelog: written before the batch is acknowledged
+        got = {uid: table[uid]["profile"]["events"]["view"] for uid in expected if uid in table}
+        return got if got == expected else None
+
+    wait_until(views, timeout=30, what="the profiles to count every sent id once")
