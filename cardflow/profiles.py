@@ -170,8 +170,7 @@ def fold_value(
     ok: list[Event] = []
     last_offset, version, max_ts = meta["offset"], meta["version"], meta["max_ts"]
     oldest_day = (max_ts - horizon_ms) // DAY_MS
-    new_ids: dict[int, list[str]] = {}
-    batch_ids: set[str] = set()
+    new_ids: dict[int, set[str]] = {}  # this batch's ids per day: also its in-batch dedup
     batch_max_ts = 0
     for event, offset in events:
         if offset <= last_offset:
@@ -181,8 +180,8 @@ def fold_value(
         ts = event.ts
         day = ts // DAY_MS
         short = dedup_id(event.event_id)
-        tag = f"{day}{short}"
-        if tag in batch_ids:
+        fresh = new_ids.get(day)
+        if fresh is not None and short in fresh:
             result.duplicates += 1
             continue
         chunk = stored_ids.get(str(day))
@@ -207,12 +206,10 @@ def fold_value(
                 max_ts = ts
                 oldest_day = (max_ts - horizon_ms) // DAY_MS
         if day >= oldest_day:
-            batch_ids.add(tag)
-            fresh = new_ids.get(day)
             if fresh is None:
-                new_ids[day] = [short]
+                new_ids[day] = {short}
             else:
-                fresh.append(short)
+                fresh.add(short)
     meta["offset"], meta["version"], meta["max_ts"] = last_offset, version, max_ts
     result.folded = len(ok)
     result.max_ts = batch_max_ts
@@ -252,7 +249,7 @@ def _contains(chunk: str, short: str) -> bool:
     return chunk[at:at + ID_CHARS] == short
 
 
-def _buckets(ids: dict[str, str], new_ids: dict[int, list[str]], oldest_day: int) -> dict[str, str]:
+def _buckets(ids: dict[str, str], new_ids: dict[int, set[str]], oldest_day: int) -> dict[str, str]:
     """Recent event ids, bucketed by event day, each day's ids sorted and concatenated as
     fixed-width strings (13 bytes an id in JSON); ``ids`` is updated in place.
 
@@ -266,11 +263,12 @@ def _buckets(ids: dict[str, str], new_ids: dict[int, list[str]], oldest_day: int
     for day, shorts in new_ids.items():
         key = str(day)
         chunk = ids.get(key)
+        ordered = sorted(shorts)
         if chunk is None:
             new_day = True
-            ids[key] = "".join(sorted(shorts))
+            ids[key] = "".join(ordered)
         else:
-            ids[key] = _merge(chunk, shorts)
+            ids[key] = _merge(chunk, ordered)
     total = sum(map(len, ids.values())) // ID_CHARS
     if not new_day and total <= MAX_IDS and int(next(iter(ids))) >= oldest_day:
         return ids  # the usual case: the same days, still in order, none out of the horizon
@@ -294,13 +292,13 @@ def _position(chunk: str, short: str, lo: int = 0) -> int:
 
 
 def _merge(chunk: str, shorts: list[str]) -> str:
-    """``chunk`` with ``shorts`` inserted in order."""
+    """``chunk`` with ``shorts`` (sorted) inserted in order."""
     if len(shorts) == 1:
         at = _position(chunk, shorts[0])
         return chunk[:at] + shorts[0] + chunk[at:]
     parts: list[str] = []
     start = 0
-    for short in sorted(shorts):
+    for short in shorts:
         at = _position(chunk, short, start)
         parts += (chunk[start:at], short)
         start = at
