@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from rocksdict import WriteBatch
 
 from cardflow.codec import AvroCodec
-from cardflow.connectors.faust_batches import BatchingApp
+from cardflow.connectors.faust_batches import BatchingApp, RecordRun
 from cardflow.connectors.producer import BatchSink
 from cardflow.events import Decoder, Event, Reason, Rejected
 from cardflow.profiles import (
@@ -171,36 +171,37 @@ class ProfileFolder:
         # The profile keys each batch changed, per partition (the cards' maps re-read only those).
         self.on_folded: Callable[[dict[int, set[bytes]]], None] | None = None
 
-    def process(self, batch: list[Any]) -> None:
-        """Fold a batch of events records (aiokafka ConsumerRecords, offset order per partition)."""
+    def process(self, batch: list[RecordRun]) -> None:
+        """Fold a batch of the events topic (runs of records, offset order per partition)."""
         metrics = self.metrics
-        metrics.consumed.inc(len(batch))
-        metrics.batch_size.observe(len(batch))
+        size = sum(map(len, batch))
+        metrics.consumed.inc(size)
+        metrics.batch_size.observe(size)
         users: dict[str, tuple[int, list[tuple[Event, int]]]] = {}  # uid → (partition, events)
-        last_offsets = self.last_offsets
         decode, partitions = self.decoder.record, self.partitions
         now_ms = int(time.time() * 1000)
-        for record in batch:
-            partition = record.partition
-            last_offsets[partition] = record.offset
-            try:
-                event = decode(record.value, now_ms)
-            except Rejected as exc:
-                self._dead_letter(record, exc.reason.value, exc.message)
-                continue
-            user = users.get(event.uid)
-            home = uid_partition(event.key, partitions) if user is None else user[0]
-            if partition != home:
-                # Produced without the uid key or with another partitioner: send the original
-                # bytes to the uid's partition, so one user's events stay on one partition.
-                self.sink.produce(
-                    self.names["events"], event.key, record.value, home,
-                    headers={"cardflow-rerouted-from": f"{partition}/{record.offset}".encode()})
-                metrics.rerouted.inc()
-            elif user is None:
-                users[event.uid] = (partition, [(event, record.offset)])
-            else:
-                user[1].append((event, record.offset))
+        for run in batch:
+            partition = run.partition
+            self.last_offsets[partition] = run.last_offset
+            for record in run.records:
+                try:
+                    event = decode(record.value, now_ms)
+                except Rejected as exc:
+                    self._dead_letter(run.consumer_record(record), exc.reason.value, exc.message)
+                    continue
+                user = users.get(event.uid)
+                home = uid_partition(event.key, partitions) if user is None else user[0]
+                if partition != home:
+                    # Produced without the uid key or with another partitioner: send the original
+                    # bytes to the uid's partition, so one user's events stay on one partition.
+                    self.sink.produce(
+                        self.names["events"], event.key, record.value, home,
+                        headers={"cardflow-rerouted-from": f"{partition}/{record.offset}".encode()})
+                    metrics.rerouted.inc()
+                elif user is None:
+                    users[event.uid] = (partition, [(event, record.offset)])
+                else:
+                    user[1].append((event, record.offset))
         changed: dict[int, set[bytes]] = defaultdict(set)
         writes: dict[int, WriteBatch] = {}
         folded = duplicates = 0
@@ -222,7 +223,7 @@ class ProfileFolder:
             self.on_folded(changed)
 
     def _fold_user(self, uid: str, key: bytes, partition: int, events: list[tuple[Event, int]],
-                   writes: WriteBatch, batch: list[Any]) -> FoldResult:
+                   writes: WriteBatch, batch: list[RecordRun]) -> FoldResult:
         """Fold one user's events and queue the profile's write-back."""
         cached = self.cache.pop(key, None)
         if cached is None:
@@ -231,8 +232,9 @@ class ProfileFolder:
         value, profile_json = cached
         result = fold_value(value, profile_json, events, self.scripts, self.horizon_ms)
         for _, offset, script, exc in result.failed:
-            record = next(r for r in batch if r.partition == partition and r.offset == offset)
-            self._dead_letter(record, Reason.PROFILE_SCRIPT_ERROR.value,
+            run, record = next((run, r) for run in batch if run.partition == partition
+                               for r in run.records if r.offset == offset)
+            self._dead_letter(run.consumer_record(record), Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
         stored = encode_value(result.value)
         writes.put(key, stored)
@@ -313,11 +315,11 @@ def register_profiles(app: BatchingApp, topics: Topics, folder: ProfileFolder,
 
     collector = BatchCollector()
 
-    async def fold(records: list[Any]) -> Awaitable[None]:
+    async def fold(runs: list[RecordRun]) -> Awaitable[None]:
         started = time.perf_counter()
         with _exit_on_failure():
             with collector.paused():
-                folder.process(records)
+                folder.process(runs)
         # Acknowledged once written; the next batch is fetched meanwhile.
         return asyncio.ensure_future(written(started))
 

@@ -13,9 +13,14 @@ collected into a batch (up to ``batch_size`` records, or ``batch_within``
 seconds unless the broker holds more past it) and handed to the topic's
 handler with one await.
 
-Contract of a handler ``async def handle(records) -> Awaitable[None] | None``:
-- ``records`` are aiokafka ``ConsumerRecord``s, in offset order per partition,
-  all from partitions this worker owns in the current generation.
+Records of a batch topic come as ``RecordRun``s: the records of one broker
+record batch, as aiokafka's C parser made them, with no ``ConsumerRecord``
+built for each (aiokafka's Python layer took ~2 µs a record, on the consumer
+thread that shares the GIL with the handler; see ``run_records``).
+
+Contract of a handler ``async def handle(runs) -> Awaitable[None] | None``:
+- ``runs`` are ``RecordRun``s, in offset order per partition, all from
+  partitions this worker owns in the current generation.
 - It returns None once the batch's effects are durable, or, sooner, an
   awaitable that resolves when they are (e.g. a producer's flush). Every
   record is acknowledged (committed with Faust's next commit) only then.
@@ -32,21 +37,138 @@ Contract of a handler ``async def handle(records) -> Awaitable[None] | None``:
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import faust
+from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
+from aiokafka.errors import CorruptRecordException
+from aiokafka.structs import ConsumerRecord
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 
 BACKLOG_WAIT = 0.05  # seconds a poll waits for a backlog's next fetch (it returns as records arrive)
-BatchHandler = Callable[[list[Any]], Awaitable["Awaitable[None] | None"]]
+
+
+class RecordRun:
+    """Consecutive records of one partition, in offset order: aiokafka's records as its C
+    parser makes them (``offset``, ``timestamp``, ``key``, ``value``, ``headers``).
+
+    A run read from the broker holds one stored record batch, still compressed, and parses
+    it when ``records`` is first read (by the handler, not the consumer thread): a batch can
+    then be cut at ``batch_size`` and the rest kept for the next one at the cost of its
+    compressed bytes. ``span`` is its size by offsets, known without parsing it.
+    """
+
+    __slots__ = ("topic", "partition", "span", "last_offset", "_stored", "_start", "_records")
+
+    def __init__(self, topic: str, partition: int, records: list[Any]) -> None:
+        self.topic = topic
+        self.partition = partition
+        self._records: list[Any] | None = records
+        self._stored: Any = None
+        self._start = 0
+        self.span = len(records)
+        self.last_offset = int(records[-1].offset) if records else -1
+
+    @classmethod
+    def stored(cls, topic: str, partition: int, batch: Any, start: int) -> RecordRun:
+        """A stored record batch's records from offset ``start`` on, parsed when first read."""
+        run = cls(topic, partition, [])
+        run._records, run._stored, run._start = None, batch, start
+        run.span = batch.next_offset - max(start, batch.base_offset)
+        run.last_offset = batch.next_offset - 1
+        return run
+
+    @property
+    def records(self) -> list[Any]:
+        if self._records is None:
+            records = list(self._stored)
+            if records and records[0].offset < self._start:  # fetched from inside the batch
+                records = [record for record in records if record.offset >= self._start]
+            self._records, self._stored = records, None
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"<RecordRun {self.topic}[{self.partition}] ..{self.last_offset}>"
+
+    def consumer_record(self, record: Any) -> ConsumerRecord[bytes, bytes]:
+        """One of the run's records with its topic and partition (for dead letters)."""
+        key, value = record.key, record.value
+        return ConsumerRecord(self.topic, self.partition, record.offset, record.timestamp,
+                              record.timestamp_type, key, value, None,
+                              -1 if key is None else len(key), -1 if value is None else len(value),
+                              tuple(record.headers))
+
+
+BatchHandler = Callable[[list[RecordRun]], Awaitable["Awaitable[None] | None"]]
+
+
+def run_records(partition_records: PartitionRecords) -> Iterator[RecordRun]:
+    """What aiokafka's ``PartitionRecords`` yields, a stored record batch at a time: a
+    ``RecordRun`` per batch instead of a ``ConsumerRecord`` per record (aiokafka 0.14's
+    ``_unpack_records``, whose fields this reads, for a consumer reading uncommitted records).
+    """
+    tp, memory = partition_records._tp, partition_records._records
+    while memory.has_next():
+        batch = memory.next_batch()
+        if partition_records._check_crcs and not batch.validate_crc():
+            raise CorruptRecordException(f"Invalid CRC - {tp}")  # refetched, as aiokafka does
+        start = partition_records.next_fetch_offset
+        # Before the yield: a consumer that stops after this run resumes after it.
+        partition_records.next_fetch_offset = batch.next_offset
+        if not batch.is_control_batch and batch.next_offset > start:  # control: transaction markers
+            yield RecordRun.stored(tp.topic, tp.partition, batch, start)
+
+
+class RunFetches(collections.OrderedDict):  # type: ignore[type-arg]
+    """aiokafka's fetcher's buffer of fetched partitions (``Fetcher._records``), yielding
+    ``RecordRun``s for the batch topics: a fetch result is made a run reader as it is stored."""
+
+    def __init__(self, topics: Collection[str]) -> None:
+        super().__init__()
+        self.topics = topics
+
+    def __setitem__(self, tp: Any, result: Any) -> None:
+        if tp.topic in self.topics and isinstance(result, FetchResult):
+            partition_records = result._partition_records
+            partition_records._records_iterator = run_records(partition_records)
+        super().__setitem__(tp, result)
+
+
+class BatchingConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka fetcher hands out the batch topics as runs."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        app = self.consumer.app
+        assert isinstance(app, BatchingApp)
+        fetcher = self._ensure_consumer()._fetcher
+        if fetcher._isolation_level == READ_COMMITTED:
+            # Aborted transactions are skipped by aiokafka's own reader only.
+            raise ValueError("BatchingApp reads uncommitted records: use processing_guarantee "
+                             "at_least_once (exactly_once is not supported)")
+        fetches = RunFetches(app.batch_handlers.keys())  # a live view: topics added later count
+        for tp, result in fetcher._records.items():  # none yet: nothing is assigned before start
+            fetches[tp] = result
+        fetcher._records = fetches
 
 
 class BatchingConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, delivering the records of the app's batch topics in batches."""
+
+    # Runs fetched past the last batch's end, with the poll's active partitions and generation.
+    _carried: tuple[Mapping[TP, list[Any]] | None, Any, int] | None = None
+
+    def _new_consumer_thread(self) -> BatchingConsumerThread:
+        return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker
         app = self.app
@@ -96,6 +218,9 @@ class BatchingConsumer(AIOKafkaConsumer):
         other topics (changelogs, other agents' topics) go through Faust's per-message path.
         Returns the batch, its size and the generation it was fetched in.
 
+        One poll can hand out more than a batch (all that aiokafka buffered, a fetch per
+        partition): the runs past ``batch_size`` start the next batch, still compressed.
+
         Records are dropped, never skipped: every rebalance ends with Faust seeking each stream
         partition back to its committed offset, so what is dropped here is read again."""
         batch: dict[str, list[Any]] = {}
@@ -103,22 +228,36 @@ class BatchingConsumer(AIOKafkaConsumer):
         ends: dict[TP, int] = {}  # the batch's last offset per partition
         deadline = time.monotonic() + app.batch_within
         while True:
-            wait = deadline - time.monotonic()
-            records, active = await self._wait_next_records(wait if wait > 0 else BACKLOG_WAIT)
-            fetched_in = app.consumer_generation_id
+            if self._carried is not None:
+                records, active, fetched_in = self._carried
+                self._carried = None
+            else:
+                wait = deadline - time.monotonic()
+                records, active = await self._wait_next_records(wait if wait > 0 else BACKLOG_WAIT)
+                fetched_in = app.consumer_generation_id
             if self.should_stop or not self.flow_active:
                 return {}, 0, fetched_in  # stopping, or a rebalance stopped the flow
             if fetched_in != generation:
                 batch, count, generation, ends = {}, 0, fetched_in, {}  # fetched before the rebalance
+            left: dict[TP, list[Any]] = {}
             for tp, tp_records in (records or {}).items():
                 if active is not None and tp not in active and tp not in self._buffered_partitions:
                     continue
                 if tp.topic in app.batch_handlers:
-                    batch.setdefault(tp.topic, []).extend(tp_records)
-                    count += len(tp_records)
-                    ends[tp] = tp_records[-1].offset
+                    taken = 0
+                    for run in tp_records:
+                        if count >= app.batch_size:
+                            left[tp] = tp_records[taken:]
+                            break
+                        count += run.span
+                        taken += 1
+                    if taken:
+                        batch.setdefault(tp.topic, []).extend(tp_records[:taken])
+                        ends[tp] = tp_records[taken - 1].last_offset
                 else:
                     await self._deliver(tp, tp_records, generation)
+            if left:
+                self._carried = (left, active, generation)  # a full batch, and more
             if count >= app.batch_size:
                 return batch, count, generation
             if (time.monotonic() >= deadline or (count and not records)) and not self._behind(ends):
@@ -151,14 +290,11 @@ class BatchingConsumer(AIOKafkaConsumer):
 
     def _ack_all(self, batch: dict[str, list[Any]]) -> None:
         """What ``Consumer.ack`` does per message, once per batch."""
-        for topic, records in batch.items():
+        for topic, runs in batch.items():
             by_partition: dict[int, list[int]] = {}
-            for record in records:
-                offsets = by_partition.get(record.partition)
-                if offsets is None:
-                    by_partition[record.partition] = [record.offset]
-                else:
-                    offsets.append(record.offset)
+            for run in runs:
+                offsets = by_partition.setdefault(run.partition, [])
+                offsets += [record.offset for record in run.records]
             for partition, offsets in by_partition.items():
                 tp = TP(topic, partition)
                 committed = self._committed_offset[tp]

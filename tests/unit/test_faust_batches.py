@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import defaultdict
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
+from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from cardflow.connectors.faust_batches import BatchingApp, BatchingConsumer
+from cardflow.connectors.faust_batches import BatchingApp, BatchingConsumer, RecordRun, RunFetches
 
 pytestmark = pytest.mark.unit
 
 
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
+def run(partition: int, *offsets: int) -> RecordRun:
+    return RecordRun("events", partition, [SimpleNamespace(offset=offset) for offset in offsets])
 
 
 def bare_consumer() -> BatchingConsumer:
@@ -36,10 +40,9 @@ def bare_consumer() -> BatchingConsumer:
 def test_acks_every_offset_once_and_none_below_the_committed_one() -> None:
     consumer = bare_consumer()
     consumer._committed_offset[TP("events", 1)] = 10
-    batch = {"events": [Record("events", 0, 5), Record("events", 1, 9), Record("events", 1, 10),
-                        Record("events", 0, 6), Record("events", 1, 11)]}
+    batch = {"events": [run(0, 5), run(1, 9, 10), run(0, 6), run(1, 11)]}
     consumer._ack_all(batch)
-    consumer._ack_all({"events": [Record("events", 1, 11)]})  # re-delivered: not acked twice
+    consumer._ack_all({"events": [run(1, 11)]})  # re-delivered: not acked twice
     assert consumer._acked[TP("events", 0)] == [5, 6]
     assert consumer._acked[TP("events", 1)] == [10, 11]  # 9 is below the committed offset
     assert consumer._n_acked == 4
@@ -58,7 +61,7 @@ class FakeApp(BatchingApp):
 class ScriptedConsumer(BatchingConsumer):
     """Hands out scripted batches; the drain loop, the handler calls and the acks are the real ones."""
 
-    def __init__(self, app: FakeApp, batches: list[list[Record]]) -> None:
+    def __init__(self, app: FakeApp, batches: list[list[RecordRun]]) -> None:
         self.app = app  # type: ignore[misc]
         self.batches = batches
         self.fetching: list[int] = []  # how many batches had been handled when each fetch started
@@ -73,8 +76,8 @@ class ScriptedConsumer(BatchingConsumer):
         if not self.batches:
             self._stopped.set()
             return {}, 0, 1
-        records = self.batches.pop(0)
-        return {"events": records}, len(records), 1
+        runs = self.batches.pop(0)
+        return {"events": runs}, sum(map(len, runs)), 1
 
     def _current(self, generation: int) -> bool:
         return True
@@ -86,12 +89,11 @@ def test_a_batch_is_acked_once_durable_while_the_next_is_fetched() -> None:
 
 async def _acked_once_durable() -> None:
     app = FakeApp()
-    consumer = ScriptedConsumer(app, [[Record("events", 0, 0), Record("events", 0, 1)],
-                                      [Record("events", 0, 2)]])
+    consumer = ScriptedConsumer(app, [[run(0, 0, 1)], [run(0, 2)]])
     written: list[asyncio.Future[None]] = []
     acked_when_called: list[list[int]] = []
 
-    async def handle(records: list[Record]) -> asyncio.Future[None]:
+    async def handle(runs: list[RecordRun]) -> asyncio.Future[None]:
         consumer.handled += 1
         acked_when_called.append(list(consumer._acked[TP("events", 0)]))
         written.append(asyncio.get_running_loop().create_future())
@@ -122,9 +124,9 @@ def test_a_failed_write_acks_nothing_and_stops_the_loop() -> None:
 
 async def _failed_write() -> None:
     app = FakeApp()
-    consumer = ScriptedConsumer(app, [[Record("events", 0, 0)], [Record("events", 0, 1)]])
+    consumer = ScriptedConsumer(app, [[run(0, 0)], [run(0, 1)]])
 
-    async def handle(records: list[Record]) -> asyncio.Future[None]:
+    async def handle(runs: list[RecordRun]) -> asyncio.Future[None]:
         consumer.handled += 1
         failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         failed.set_exception(RuntimeError("broker refused"))
@@ -139,7 +141,7 @@ async def _failed_write() -> None:
 class FetchingConsumer(BatchingConsumer):
     """Scripted polls (None: a poll that found nothing) and highwater marks; ``_collect`` is real."""
 
-    def __init__(self, app: FakeApp, polls: list[list[Record] | None], highwater: int) -> None:
+    def __init__(self, app: FakeApp, polls: list[list[RecordRun] | None], highwater: int) -> None:
         self.app = app  # type: ignore[misc]
         self.polls = polls
         self.high = highwater
@@ -153,7 +155,7 @@ class FetchingConsumer(BatchingConsumer):
     def flow_active(self) -> bool:  # type: ignore[override]
         return True
 
-    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[Record]], None]:  # noqa: ASYNC109 - overrides Faust
+    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[RecordRun]], None]:  # noqa: ASYNC109 - overrides Faust
         records = self.polls.pop(0) if self.polls else None
         return ({TP("events", 0): records} if records else {}), None
 
@@ -161,21 +163,101 @@ class FetchingConsumer(BatchingConsumer):
         return self.high
 
 
-def collect(polls: list[list[Record] | None], highwater: int) -> list[int]:
+def collect(polls: list[list[RecordRun] | None], highwater: int, batches: int = 1,
+            rebalance_after: int | None = None) -> list[list[int]] | list[int]:
+    """The offsets of ``batches`` batches collected in a row (one batch: its offsets); the
+    generation moves after batch ``rebalance_after``."""
     app = FakeApp()
     app.batch_handlers["events"] = None
     app.batch_size, app.batch_within = 5, 0.0  # the clock alone would end every batch at once
     app.consumer_generation_id = 1  # type: ignore[misc]
-    batch, count, _ = asyncio.run(FetchingConsumer(app, polls, highwater)._collect(app))
-    assert count == len(batch.get("events", []))
-    return [record.offset for record in batch.get("events", [])]
+    consumer = FetchingConsumer(app, polls, highwater)
+    out = []
+    for n in range(batches):
+        batch, count, generation = asyncio.run(consumer._collect(app))
+        offsets = [record.offset for run in batch.get("events", []) for record in run.records]
+        assert count == len(offsets) and generation == app.consumer_generation_id
+        out.append(offsets)
+        if n == rebalance_after:
+            app.consumer_generation_id = 2  # type: ignore[misc]
+    return out if batches > 1 else out[0]
 
 
 def test_a_backlog_fills_the_batch_past_the_clock_and_empty_polls() -> None:
-    polls = [[Record("events", 0, o) for o in (0, 1)], None, [Record("events", 0, o) for o in (2, 3, 4, 5)]]
+    polls = [[run(0, 0, 1)], None, [run(0, 2, 3), run(0, 4, 5)]]
     assert collect(polls, highwater=100) == [0, 1, 2, 3, 4, 5]  # ends once full (5 or more)
 
 
 def test_a_worker_that_keeps_up_ends_the_batch_at_once() -> None:
-    polls = [[Record("events", 0, o) for o in (0, 1)], None, [Record("events", 0, 2)]]
+    polls = [[run(0, 0, 1)], None, [run(0, 2)]]
     assert collect(polls, highwater=2) == [0, 1]  # nothing past offset 1: no waiting
+
+
+def stored_batch(base: int, values: list[bytes], control: bool = False) -> bytes:
+    """A record batch as the broker stores it (lz4), at ``base``; a control batch if asked."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=3, is_transactional=0, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for delta, value in enumerate(values):
+        builder.append(delta, timestamp=1_700_000_000_000 + delta, key=b"k%d" % delta, value=value,
+                       headers=[("h", b"%d" % delta)])
+    data = bytearray(builder.build())
+    struct.pack_into(">q", data, 0, base)  # the base offset is outside the CRC
+    if control:
+        data[22] |= 0x20  # attributes: control batch
+        struct.pack_into(">I", data, 17, calc_crc32c(bytes(data[21:])))
+    return bytes(data)
+
+
+class Position:
+    """aiokafka's assignment state of one partition, as ``FetchResult`` reads and moves it."""
+
+    def __init__(self, position: int) -> None:
+        self.active, self.paused, self.position = True, False, position
+
+    def state_value(self, tp: Any) -> Position:
+        return self
+
+    def consumed_to(self, position: int) -> None:
+        self.position = position
+
+
+def fields(record: Any) -> tuple[Any, ...]:
+    return record.offset, record.timestamp, record.key, record.value, tuple(record.headers)
+
+
+@pytest.mark.parametrize("max_runs", [None, 1])
+def test_runs_hold_what_aiokafka_would_hand_out_and_move_the_position_alike(max_runs: int | None) -> None:
+    buffer = (stored_batch(10, [b"a", b"b", b"c", b"d", b"e"]) + stored_batch(15, [b"\x00\x00"], control=True)
+              + stored_batch(16, [b"f", b"g", b"h"]))
+    tp = TopicPartition("events", 3)
+
+    def partition_records() -> PartitionRecords:  # fetched from offset 12: inside the first batch
+        return PartitionRecords(tp, MemoryRecords(buffer), [], 12, None, None, True, 0)
+
+    expected = [fields(record) for record in partition_records()]
+    assert [offset for offset, *_ in expected] == [12, 13, 14, 16, 17, 18]
+    fetches = RunFetches({"events"})
+    position = Position(12)
+    fetches[tp] = FetchResult(tp, assignment=position, partition_records=partition_records(), backoff=0)
+    runs = fetches[tp].getall(max_runs)
+    assert all(run.topic == "events" and run.partition == 3 for run in runs)
+    assert [(run.span, run.last_offset) for run in runs] == [(3, 14), (3, 18)][:len(runs)]  # unparsed
+    got = [fields(record) for run in runs for record in run.records]
+    if max_runs is None:
+        assert got == expected and position.position == 19
+    else:  # stopped after the first run: the next fetch starts right after it
+        assert got == expected[:3] and position.position == 15
+        assert runs[0].consumer_record(runs[0].records[0]).offset == 12
+    fetches[TopicPartition("other", 0)] = FetchResult(  # topics not batched: aiokafka's records
+        tp, assignment=Position(12), partition_records=partition_records(), backoff=0)
+    assert [fields(r) for r in fetches[TopicPartition("other", 0)].getall()] == expected
+
+
+def test_runs_past_the_batch_size_start_the_next_batch_in_order() -> None:
+    polls = [[run(0, 0, 1, 2), run(0, 3, 4, 5), run(0, 6, 7)], [run(0, 8, 9, 10)]]
+    assert collect(polls, highwater=100, batches=2) == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
+
+
+def test_runs_carried_over_a_rebalance_are_dropped() -> None:
+    polls = [[run(0, 0, 1, 2, 3, 4), run(0, 5, 6)], [run(0, 0, 1, 2, 3, 4)]]  # sought back to 0
+    assert collect(polls, highwater=100, batches=2, rebalance_after=0) == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]

@@ -22,6 +22,7 @@ from cardflow.agents.profiles import (
     profile_change,
     uid_partition,
 )
+from cardflow.connectors.faust_batches import RecordRun
 from cardflow.events import Decoder
 from cardflow.standard import DAY_MS, standard
 
@@ -38,6 +39,18 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes
     headers: tuple = ()
+    timestamp_type: int = 0
+
+
+def runs(records: list[Record]) -> list[RecordRun]:
+    """The records as the consumer hands them over: runs of consecutive records of a partition."""
+    out: list[RecordRun] = []
+    for record in records:
+        if out and out[-1].partition == record.partition:
+            out[-1].records.append(record)
+        else:
+            out.append(RecordRun(record.topic, record.partition, [record]))
+    return out
 
 
 class Named:
@@ -107,8 +120,8 @@ def test_cached_profiles_give_the_same_bytes_and_changes(tmp_path: Path) -> None
     batches.insert(10, batches[5])  # a re-delivered batch: every record a duplicate
     plain, cached = folder(tmp_path / "plain", 0), folder(tmp_path / "cached", 25)  # 25: evictions too
     for batch in batches:
-        plain.process(batch)
-        cached.process(batch)
+        plain.process(runs(batch))
+        cached.process(runs(batch))
     assert cached.store.contents() == plain.store.contents()  # type: ignore[attr-defined]
     assert cached.sink.sent == plain.sink.sent  # changelog and profile changes alike
     assert len(cached.cache) == 25
@@ -118,11 +131,11 @@ def test_cached_profiles_give_the_same_bytes_and_changes(tmp_path: Path) -> None
 def test_a_cleared_cache_reads_what_another_owner_wrote(tmp_path: Path) -> None:
     stream = records(400, 20, seed=3)
     mine, other = folder(tmp_path / "mine", 100), folder(tmp_path / "other", 0)
-    mine.process(stream[:200])
+    mine.process(runs(stream[:200]))
     other.store = mine.store  # the partitions moved away and back: someone else folded the rest
-    other.process(stream[200:])
+    other.process(runs(stream[200:]))
     mine.cache.clear()  # what an assignment does
-    mine.process(stream[200:])  # re-delivered: all duplicates if the cache was really forgotten
+    mine.process(runs(stream[200:]))  # re-delivered: all duplicates if the cache was really forgotten
     assert mine.metrics.folded._value.get() == 200
     assert mine.metrics.duplicates._value.get() == 200
 
