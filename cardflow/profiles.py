@@ -23,10 +23,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from hashlib import blake2b
 from typing import Any
 
 import orjson
+from xxhash import xxh3_64_hexdigest
 
 from cardflow.events import Event
 from cardflow.plugins import objects_at
@@ -106,7 +106,8 @@ def encode_value(value: dict[str, Any]) -> bytes:
     the (larger) dedup ids."""
     profile = orjson.dumps(value["profile"])
     meta = value["meta"]
-    return _HEADER.pack(len(profile), meta["offset"], meta["max_ts"]) + profile + orjson.dumps(meta)
+    return (_HEADER.pack(len(profile), meta["offset"], meta["max_ts"]) + profile
+            + orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))  # sorted: the id buckets' days
 
 
 def profile_json_of(stored: bytes) -> bytes:
@@ -230,8 +231,12 @@ def dedup_id(event_id: str) -> str:
     """The 48 bits (12 hex chars) an event id is deduplicated by: a digest of the whole id, as
     sent ids share long prefixes ("evt_0000000001", "ajs-next-…") and vary in length, and the
     buckets hold fixed-width ids. Derived ids are digested too, so an event's key does not
-    depend on whether its id was sent or derived (the push API sends the derived one)."""
-    return blake2b(event_id.encode(), digest_size=ID_CHARS // 2).hexdigest()
+    depend on whether its id was sent or derived (the push API sends the derived one).
+
+    XXH3 (64 bits, stable across platforms and versions) rather than a cryptographic digest:
+    it runs for every event, and a producer able to craft colliding ids for one user and day
+    could as well send that user's events with the same id."""
+    return xxh3_64_hexdigest(event_id.encode())[:ID_CHARS]
 
 
 _GONE = object()
@@ -255,27 +260,22 @@ def _buckets(ids: dict[str, str], new_ids: dict[int, set[str]], oldest_day: int)
 
     Order-independent: what remains is every id whose event day is within the
     horizon of the latest event, trimmed to MAX_IDS by dropping whole oldest
-    days; days ascending, so equal id sets give equal bytes. A re-sent event
-    has its original event time, so an id is looked up in its own day's
-    bucket only.
+    days; the stored JSON sorts the days (``encode_value``), so equal id sets
+    give equal bytes. A re-sent event has its original event time, so an id is
+    looked up in its own day's bucket only.
     """
-    new_day = False
     for day, shorts in new_ids.items():
         key = str(day)
         chunk = ids.get(key)
         ordered = sorted(shorts)
-        if chunk is None:
-            new_day = True
-            ids[key] = "".join(ordered)
-        else:
-            ids[key] = _merge(chunk, ordered)
+        ids[key] = "".join(ordered) if chunk is None else _merge(chunk, ordered)
     total = sum(map(len, ids.values())) // ID_CHARS
-    if not new_day and total <= MAX_IDS and int(next(iter(ids))) >= oldest_day:
-        return ids  # the usual case: the same days, still in order, none out of the horizon
+    if total <= MAX_IDS and min(map(int, ids)) >= oldest_day:
+        return ids  # the usual case: nothing out of the horizon, nothing over the bound
     days = sorted(ids, key=int)
     while days and (int(days[0]) < oldest_day or total > MAX_IDS):
-        total -= len(ids[days.pop(0)]) // ID_CHARS
-    return {day: ids[day] for day in days}
+        total -= len(ids.pop(days.pop(0))) // ID_CHARS
+    return ids
 
 
 def _position(chunk: str, short: str, lo: int = 0) -> int:
