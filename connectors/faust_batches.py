@@ -64,7 +64,8 @@ class RecordRun:
     compressed bytes. ``span`` is its size by offsets, known without parsing it.
     """
 
-    __slots__ = ("topic", "partition", "span", "last_offset", "_stored", "_start", "_records")
+    __slots__ = ("topic", "partition", "span", "first_offset", "last_offset", "_stored", "_start",
+                 "_records")
 
     def __init__(self, topic: str, partition: int, records: list[Any]) -> None:
         self.topic = topic
@@ -73,15 +74,18 @@ class RecordRun:
         self._stored: Any = None
         self._start = 0
         self.span = len(records)
+        self.first_offset = int(records[0].offset) if records else -1
         self.last_offset = int(records[-1].offset) if records else -1
 
     @classmethod
     def stored(cls, topic: str, partition: int, batch: Any, start: int) -> RecordRun:
-        """A stored record batch's records from offset ``start`` on, parsed when first read."""
+        """A stored record batch's records from offset ``start`` on, parsed when first read; a
+        control batch (a transaction marker) holds no records but its offsets."""
         run = cls(topic, partition, [])
-        run._records, run._stored, run._start = None, batch, start
-        run.span = batch.next_offset - max(start, batch.base_offset)
-        run.last_offset = batch.next_offset - 1
+        run.first_offset, run.last_offset = max(start, batch.base_offset), batch.next_offset - 1
+        if not batch.is_control_batch:
+            run._records, run._stored, run._start = None, batch, start
+            run.span = batch.next_offset - run.first_offset
         return run
 
     @property
@@ -124,7 +128,7 @@ def run_records(partition_records: PartitionRecords) -> Iterator[RecordRun]:
         start = partition_records.next_fetch_offset
         # Before the yield: a consumer that stops after this run resumes after it.
         partition_records.next_fetch_offset = batch.next_offset
-        if not batch.is_control_batch and batch.next_offset > start:  # control: transaction markers
+        if batch.next_offset > start:
             yield RecordRun.stored(tp.topic, tp.partition, batch, start)
 
 
@@ -289,21 +293,54 @@ class BatchingConsumer(AIOKafkaConsumer):
             self._read_offset[tp] = offset
 
     def _ack_all(self, batch: dict[str, list[Any]]) -> None:
-        """What ``Consumer.ack`` does per message, once per batch."""
+        """What ``Consumer.ack`` does per message, once per batch, and what Faust's own path
+        does for offsets that hold no record (transaction markers, compacted records): they
+        are acknowledged as gaps, so commits move past them at once."""
         for topic, runs in batch.items():
-            by_partition: dict[int, list[int]] = {}
+            by_partition: dict[int, tuple[int, list[int], list[RecordRun]]] = {}
             for run in runs:
-                offsets = by_partition.setdefault(run.partition, [])
-                offsets += [record.offset for record in run.records]
-            for partition, offsets in by_partition.items():
+                seen = by_partition.get(run.partition)
+                if seen is None:
+                    seen = by_partition[run.partition] = (run.first_offset, [], [])
+                seen[1].extend([record.offset for record in run.records])
+                seen[2].append(run)
+            for partition, (first, offsets, tp_runs) in by_partition.items():
                 tp = TP(topic, partition)
+                last = tp_runs[-1].last_offset
+                read = self._read_offset[tp]
+                if read and first - read > 1:  # as Faust's path: offsets between batches
+                    self._add_gap_now(tp, read + 1, first - 1)
+                if len(offsets) != last - first + 1:
+                    for start, end in _holes(first, last, offsets):
+                        self._add_gap_now(tp, start, end)
                 committed = self._committed_offset[tp]
                 index = self._acked_index[tp]
                 fresh = [o for o in offsets if (committed is None or o >= committed) and o not in index]
                 index.update(fresh)
                 self._acked[tp].extend(fresh)
                 self._n_acked += len(fresh)
-                self._read_offset[tp] = offsets[-1]
+                self._read_offset[tp] = last
+
+    def _add_gap_now(self, tp: TP, start: int, end: int) -> None:
+        """Faust's ``_add_gap`` (offsets ``start``..``end`` need no ack), without its yield."""
+        committed = self._committed_offset[tp]
+        if committed is not None:
+            start = max(start, committed + 1)
+        if start <= end:
+            gaps = self._gap[tp]
+            gaps.addi(start, end + 1)
+            gaps.merge_overlaps()
+
+
+def _holes(first: int, last: int, offsets: list[int]) -> Iterator[tuple[int, int]]:
+    """The ranges of ``first``..``last`` that ``offsets`` (ascending) leave out."""
+    expected = first
+    for offset in offsets:
+        if offset > expected:
+            yield expected, offset - 1
+        expected = offset + 1
+    if expected <= last:
+        yield expected, last
 
 
 class BatchingTransport(AIOKafkaTransport):

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
@@ -316,3 +316,48 @@ def test_sent_event_ids_count_once_each_and_dedup_on_resend(settings: Settings, 
         return got if got == expected else None
 
     wait_until(views, timeout=30, what="the profiles to count every sent id once")
+
+
+def test_transaction_markers_do_not_hold_commits_back(settings: Settings, service) -> None:
+    # A transactional producer's commit marker takes an offset in every partition it wrote. Read
+    # as "no record" (before), a marker past a batch's last record looked like a backlog to fill
+    # (nothing was folded in 180 s), and one nobody acknowledges holds Faust's commits back.
+    ensure_topics(settings)
+    service(["worker", "people"], settings)
+    topic = settings.topic("events")
+    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
+                         "transactional.id": f"{settings.topic_prefix}tx"})
+    producer.init_transactions(30)
+    events = make_events(600, 40, seed=7)
+    for start in range(0, len(events), 30):  # 20 transactions, ~20 markers a partition
+        producer.begin_transaction()
+        for event in events[start:start + 30]:
+            producer.produce(topic, key=event["uid"].encode(), value=orjson.dumps(event))
+        producer.commit_transaction(30)
+    wait_profiles(settings, truth(events))
+    m = metrics(settings)
+    assert m["cardflow_people_consumed_total"] == m["cardflow_people_folded_total"] == len(events)
+
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.topic_prefix + "people"})
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
+
+        lagging: dict[int, tuple[int, int]] = {}  # partition → (committed, end)
+
+        def caught_up() -> bool:
+            committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+            # Each partition ends with a marker, which waits for a record after it to be committed.
+            lagging.clear()
+            lagging.update({p: (committed[p], end) for p, end in ends.items()
+                            if end and committed[p] < end - 1})
+            return not lagging
+
+        # A commit passes every marker at once (left unacknowledged: one marker a commit interval
+        # of 2.8 s, ~55 s for these).
+        try:
+            wait_until(caught_up, timeout=15, what="commits past every marker")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; (committed, end) per partition: {lagging}") from None
+    finally:
+        consumer.close()

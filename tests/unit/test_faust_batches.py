@@ -26,6 +26,13 @@ def run(partition: int, *offsets: int) -> RecordRun:
     return RecordRun("events", partition, [SimpleNamespace(offset=offset) for offset in offsets])
 
 
+def marker(partition: int, offset: int) -> RecordRun:
+    """A transaction marker's run: an offset, no record."""
+    run = RecordRun("events", partition, [])
+    run.first_offset = run.last_offset = offset
+    return run
+
+
 def bare_consumer() -> BatchingConsumer:
     consumer = object.__new__(BatchingConsumer)  # only the ack bookkeeping is exercised
     consumer._committed_offset = defaultdict(lambda: None)
@@ -48,6 +55,19 @@ def test_acks_every_offset_once_and_none_below_the_committed_one() -> None:
     assert consumer._n_acked == 4
     assert consumer._read_offset[TP("events", 0)] == 6
     assert consumer._new_offset(TP("events", 1)) == 12  # what Faust's next commit sends
+
+
+def test_offsets_without_records_are_acked_as_gaps_so_commits_pass_them() -> None:
+    consumer = bare_consumer()
+    tp = TP("events", 0)
+    consumer._committed_offset[tp] = consumer._read_offset[tp] = 10  # as Faust's seek leaves them
+    # Markers at 13 and 17, records 15-16 compacted away, and a marker closing the batch.
+    consumer._ack_all({"events": [run(0, 10, 11, 12), marker(0, 13), run(0, 14), run(0, 18, 19),
+                                  marker(0, 20)]})
+    assert consumer._new_offset(tp) == 20  # one commit past every hole (the trailing marker waits)
+    consumer._committed_offset[tp] = 20  # what the commit leaves
+    consumer._ack_all({"events": [run(0, 23, 24)]})  # 21-22 between batches: markers of a dropped poll
+    assert consumer._new_offset(tp) == 25
 
 
 class FakeApp(BatchingApp):
@@ -241,7 +261,9 @@ def test_runs_hold_what_aiokafka_would_hand_out_and_move_the_position_alike(max_
     fetches[tp] = FetchResult(tp, assignment=position, partition_records=partition_records(), backoff=0)
     runs = fetches[tp].getall(max_runs)
     assert all(run.topic == "events" and run.partition == 3 for run in runs)
-    assert [(run.span, run.last_offset) for run in runs] == [(3, 14), (3, 18)][:len(runs)]  # unparsed
+    # Known unparsed; the transaction marker at 15 is a run of no records, acknowledged as a gap.
+    assert [(run.span, run.first_offset, run.last_offset) for run in runs] == [
+        (3, 12, 14), (0, 15, 15), (3, 16, 18)][:len(runs)]
     got = [fields(record) for run in runs for record in run.records]
     if max_runs is None:
         assert got == expected and position.position == 19
