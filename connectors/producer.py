@@ -112,10 +112,13 @@ class BatchSink:
     never acknowledged with a write missing.
     """
 
+    SERVE_EVERY = 1000  # produce calls between serving the delivery reports that arrived
+
     def __init__(self, config: dict[str, Any]) -> None:
         self._producer = Producer(config)
         self._failed: list[str] = []
         self.delivered: dict[tuple[str, int], int] = {}  # highest acknowledged offset per partition
+        self._unserved = 0
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
@@ -130,9 +133,15 @@ class BatchSink:
             try:
                 self._producer.produce(topic, value=value, key=key, partition=partition,
                                        headers=headers, on_delivery=self._on_delivery)
-                return
+                break
             except BufferError:
                 self._producer.poll(0.05)  # the queue is full: serve delivery reports, retry
+        self._unserved += 1
+        if self._unserved >= self.SERVE_EVERY:
+            # Reports served here, by the producing thread, need not wait for the flush, where
+            # each Python callback would take the GIL from another thread.
+            self._unserved = 0
+            self._producer.poll(0)
 
     def flush(self, timeout: float) -> None:
         left = self._producer.flush(timeout)
