@@ -297,16 +297,15 @@ class BatchingConsumer(AIOKafkaConsumer):
         does for offsets that hold no record (transaction markers, compacted records): they
         are acknowledged as gaps, so commits move past them at once."""
         for topic, runs in batch.items():
-            by_partition: dict[int, tuple[int, list[int], list[RecordRun]]] = {}
+            spans: dict[int, tuple[int, int]] = {}  # partition → the batch's first and last offset
+            by_partition: dict[int, list[int]] = {}  # partition → its records' offsets
             for run in runs:
-                seen = by_partition.get(run.partition)
-                if seen is None:
-                    seen = by_partition[run.partition] = (run.first_offset, [], [])
-                seen[1].extend([record.offset for record in run.records])
-                seen[2].append(run)
-            for partition, (first, offsets, tp_runs) in by_partition.items():
+                first, _ = spans.get(run.partition, (run.first_offset, 0))
+                spans[run.partition] = (first, run.last_offset)  # runs come in offset order
+                by_partition.setdefault(run.partition, []).extend([r.offset for r in run.records])
+            for partition, offsets in by_partition.items():
                 tp = TP(topic, partition)
-                last = tp_runs[-1].last_offset
+                first, last = spans[partition]
                 read = self._read_offset[tp]
                 if read and first - read > 1:  # as Faust's path: offsets between batches
                     self._add_gap_now(tp, read + 1, first - 1)
