@@ -295,7 +295,8 @@ class BatchingConsumer(AIOKafkaConsumer):
     def _ack_all(self, batch: dict[str, list[Any]]) -> None:
         """What ``Consumer.ack`` does per message, once per batch, and what Faust's own path
         does for offsets that hold no record (transaction markers, compacted records): they
-        are acknowledged as gaps, so commits move past them at once."""
+        are acknowledged as gaps (those after the batch's last record as offsets), so commits
+        move past them at once."""
         for topic, runs in batch.items():
             spans: dict[int, tuple[int, int]] = {}  # partition → the batch's first and last offset
             by_partition: dict[int, list[int]] = {}  # partition → its records' offsets
@@ -310,8 +311,13 @@ class BatchingConsumer(AIOKafkaConsumer):
                 if read and first - read > 1:  # as Faust's path: offsets between batches
                     self._add_gap_now(tp, read + 1, first - 1)
                 if len(offsets) != last - first + 1:
+                    trailing: list[int] = []
                     for start, end in _holes(first, last, offsets):
-                        self._add_gap_now(tp, start, end)
+                        if end == last:  # acked as offsets: Faust merges gaps below its last ack only
+                            trailing.extend(range(start, end + 1))
+                        else:
+                            self._add_gap_now(tp, start, end)
+                    offsets.extend(trailing)
                 committed = self._committed_offset[tp]
                 index = self._acked_index[tp]
                 fresh = [o for o in offsets if (committed is None or o >= committed) and o not in index]

@@ -64,8 +64,8 @@ def test_offsets_without_records_are_acked_as_gaps_so_commits_pass_them() -> Non
     # Markers at 13 and 17, records 15-16 compacted away, and a marker closing the batch.
     consumer._ack_all({"events": [run(0, 10, 11, 12), marker(0, 13), run(0, 14), run(0, 18, 19),
                                   marker(0, 20)]})
-    assert consumer._new_offset(tp) == 20  # one commit past every hole (the trailing marker waits)
-    consumer._committed_offset[tp] = 20  # what the commit leaves
+    assert consumer._new_offset(tp) == 21  # one commit past every hole, the trailing marker too
+    consumer._committed_offset[tp] = 21  # what the commit leaves
     consumer._ack_all({"events": [run(0, 23, 24)]})  # 21-22 between batches: markers of a dropped poll
     assert consumer._new_offset(tp) == 25
 
