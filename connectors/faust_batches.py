@@ -270,8 +270,8 @@ class BatchingConsumer(AIOKafkaConsumer):
     def _behind(self, ends: dict[TP, int]) -> bool:
         """Whether the broker holds more records past the batch (a backlog): then the batch fills
         to ``batch_size`` rather than ending after ``batch_within``, which only bounds the wait
-        for records not yet written. (Taking a record from aiokafka costs ~3.5 µs, so a batch of a
-        backlog was cut at some 20k records by the clock, whatever its size.)"""
+        for records not yet written. (When aiokafka still built a ConsumerRecord per record, a
+        batch of a backlog was cut at some 20k records by the clock, whatever its size.)"""
         for tp, offset in ends.items():
             high = self.highwater(tp)
             if high is not None and high > offset + 1:
@@ -308,8 +308,8 @@ class BatchingConsumer(AIOKafkaConsumer):
                 tp = TP(topic, partition)
                 first, last = spans[partition]
                 read = self._read_offset[tp]
-                if read and first - read > 1:  # as Faust's path: offsets between batches
-                    self._add_gap_now(tp, read + 1, first - 1)
+                if read and read + 1 < first:  # offsets between batches, as Faust's path sees them
+                    first = read + 1
                 if len(offsets) != last - first + 1:
                     trailing: list[int] = []
                     for start, end in _holes(first, last, offsets):
