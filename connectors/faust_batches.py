@@ -78,12 +78,13 @@ class RecordRun:
         self.last_offset = int(records[-1].offset) if records else -1
 
     @classmethod
-    def stored(cls, topic: str, partition: int, batch: Any, start: int) -> RecordRun:
+    def stored(cls, topic: str, partition: int, batch: Any, start: int, aborted: bool = False) -> RecordRun:
         """A stored record batch's records from offset ``start`` on, parsed when first read; a
-        control batch (a transaction marker) holds no records but its offsets."""
+        control batch (a transaction marker) or a batch of an aborted transaction holds no
+        records but its offsets."""
         run = cls(topic, partition, [])
         run.first_offset, run.last_offset = max(start, batch.base_offset), batch.next_offset - 1
-        if not batch.is_control_batch:
+        if not (batch.is_control_batch or aborted):
             run._records, run._stored, run._start = None, batch, start
             run.span = batch.next_offset - run.first_offset
         return run
@@ -118,18 +119,32 @@ BatchHandler = Callable[[list[RecordRun]], Awaitable["Awaitable[None] | None"]]
 def run_records(partition_records: PartitionRecords) -> Iterator[RecordRun]:
     """What aiokafka's ``PartitionRecords`` yields, a stored record batch at a time: a
     ``RecordRun`` per batch instead of a ``ConsumerRecord`` per record (aiokafka 0.14's
-    ``_unpack_records``, whose fields this reads, for a consumer reading uncommitted records).
+    ``_unpack_records``, whose fields and helpers this uses). Reading committed records, a
+    batch of an aborted transaction is a run of no records (its offsets are acknowledged).
     """
     tp, memory = partition_records._tp, partition_records._records
+    committed_only = partition_records._isolation_level == READ_COMMITTED
     while memory.has_next():
         batch = memory.next_batch()
         if partition_records._check_crcs and not batch.validate_crc():
             raise CorruptRecordException(f"Invalid CRC - {tp}")  # refetched, as aiokafka does
+        aborted = committed_only and _aborted(partition_records, batch)
         start = partition_records.next_fetch_offset
         # Before the yield: a consumer that stops after this run resumes after it.
         partition_records.next_fetch_offset = batch.next_offset
         if batch.next_offset > start:
-            yield RecordRun.stored(tp.topic, tp.partition, batch, start)
+            yield RecordRun.stored(tp.topic, tp.partition, batch, start, aborted)
+
+
+def _aborted(partition_records: PartitionRecords, batch: Any) -> bool:
+    """Whether ``batch`` belongs to an aborted transaction: aiokafka's test, on the fetch's list
+    of aborted transactions (each starts at an offset and ends at its producer's abort marker)."""
+    if batch.producer_id is None:
+        return False
+    partition_records._consume_aborted_up_to(batch.base_offset)
+    if batch.is_control_batch and partition_records._contains_abort_marker(batch):
+        partition_records._aborted_producers.discard(batch.producer_id)
+    return bool(batch.is_transactional and batch.producer_id in partition_records._aborted_producers)
 
 
 class RunFetches(collections.OrderedDict):  # type: ignore[type-arg]
@@ -148,17 +163,28 @@ class RunFetches(collections.OrderedDict):  # type: ignore[type-arg]
 
 
 class BatchingConsumerThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, whose aiokafka fetcher hands out the batch topics as runs."""
+    """Faust's consumer thread, reading committed records, whose aiokafka fetcher hands out the
+    batch topics as runs."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read committed whatever the processing guarantee: the events of a transaction its
+        # producer aborted were never written, for cardflow as for any Kafka reader.
+        consumer._isolation_level = "read_committed"  # read by start(), which builds the fetcher
+        return consumer
+
+    def highwater(self, tp: TP) -> int:
+        """Where this consumer's reading ends: the last stable offset (an open transaction's
+        first offset, else the highwater mark)."""
+        consumer = self._ensure_consumer()
+        stable = consumer.last_stable_offset(tp)
+        return consumer.highwater(tp) if stable is None or stable < 0 else stable
 
     async def on_start(self) -> None:
         await super().on_start()
         app = self.consumer.app
         assert isinstance(app, BatchingApp)
         fetcher = self._ensure_consumer()._fetcher
-        if fetcher._isolation_level == READ_COMMITTED:
-            # Aborted transactions are skipped by aiokafka's own reader only.
-            raise ValueError("BatchingApp reads uncommitted records: use processing_guarantee "
-                             "at_least_once (exactly_once is not supported)")
         fetches = RunFetches(app.batch_handlers.keys())  # a live view: topics added later count
         for tp, result in fetcher._records.items():  # none yet: nothing is assigned before start
             fetches[tp] = result
@@ -268,9 +294,10 @@ class BatchingConsumer(AIOKafkaConsumer):
                 return batch, count, generation
 
     def _behind(self, ends: dict[TP, int]) -> bool:
-        """Whether the broker holds more records past the batch (a backlog): then the batch fills
-        to ``batch_size`` rather than ending after ``batch_within``, which only bounds the wait
-        for records not yet written. (When aiokafka still built a ConsumerRecord per record, a
+        """Whether the broker holds more readable records past the batch (a backlog; up to the
+        last stable offset, as an open transaction's records are not readable yet): then the
+        batch fills to ``batch_size`` rather than ending after ``batch_within``, which only
+        bounds the wait for records not yet written. (When aiokafka still built a ConsumerRecord per record, a
         batch of a backlog was cut at some 20k records by the clock, whatever its size.)"""
         for tp, offset in ends.items():
             high = self.highwater(tp)

@@ -337,25 +337,67 @@ def test_transaction_markers_do_not_hold_commits_back(settings: Settings, servic
     wait_profiles(settings, truth(events))
     m = metrics(settings)
     assert m["cardflow_people_consumed_total"] == m["cardflow_people_folded_total"] == len(events)
+    # A commit passes every marker at once (left unacknowledged: one marker a commit interval of
+    # 2.8 s, ~55 s for these).
+    wait_commits_at_end(settings)
 
+
+def wait_commits_at_end(settings: Settings, timeout: float = 15) -> None:
+    """Wait until the worker's group has committed every partition of events up to its end."""
+    topic = settings.topic("events")
     consumer = Consumer({**settings.kafka_client_config(), "group.id": settings.topic_prefix + "people"})
     try:
         partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
         ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
-
         lagging: dict[int, tuple[int, int]] = {}  # partition → (committed, end)
 
         def caught_up() -> bool:
             committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
-            lagging.clear()  # each partition ends with a marker: committed past it too
+            lagging.clear()
             lagging.update({p: (committed[p], end) for p, end in ends.items() if end and committed[p] < end})
             return not lagging
 
-        # A commit passes every marker at once (left unacknowledged: one marker a commit interval
-        # of 2.8 s, ~55 s for these).
         try:
-            wait_until(caught_up, timeout=15, what="commits past every marker")
+            wait_until(caught_up, timeout=timeout, what="commits at the end of every partition")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; (committed, end) per partition: {lagging}") from None
     finally:
         consumer.close()
+
+
+def test_aborted_transactions_are_not_folded_and_open_ones_do_not_stall(settings: Settings,
+                                                                          service) -> None:
+    # Read uncommitted (before), the events of aborted transactions were folded; reading
+    # committed, a batch must also end at the last stable offset, not wait for the records of
+    # a transaction still open to fill it. All is written before the worker starts, so its
+    # first batch meets the open transaction.
+    ensure_topics(settings)
+    topic = settings.topic("events")
+    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
+                         "transactional.id": f"{settings.topic_prefix}tx"})
+    producer.init_transactions(30)
+    events = make_events(900, 40, seed=11)
+    kept: list[dict[str, Any]] = []
+
+    def transaction(part: list[dict[str, Any]]) -> None:
+        producer.begin_transaction()
+        for event in part:
+            producer.produce(topic, key=event["uid"].encode(), value=orjson.dumps(event))
+        producer.flush(30)  # stored before the outcome, so aborted records are in the log
+
+    for n, start in enumerate(range(0, 600, 30)):  # 20 transactions, every other one aborted
+        transaction(events[start:start + 30])
+        if n % 2:
+            producer.abort_transaction(30)
+        else:
+            producer.commit_transaction(30)
+            kept += events[start:start + 30]
+    transaction(events[600:])  # left open: every partition's last stable offset stops before it
+    service(["worker", "people"], settings)
+    wait_profiles(settings, truth(kept), timeout=60)
+    producer.commit_transaction(30)
+    kept += events[600:]
+    wait_profiles(settings, truth(kept), timeout=60)
+    m = metrics(settings)
+    assert m["cardflow_people_consumed_total"] == m["cardflow_people_folded_total"] == len(kept)
+    wait_commits_at_end(settings)  # past the aborted records too

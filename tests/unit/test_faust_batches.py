@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
+from aiokafka.consumer.fetcher import READ_COMMITTED, FetchResult, PartitionRecords
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
@@ -213,12 +213,18 @@ def test_a_worker_that_keeps_up_ends_the_batch_at_once() -> None:
     assert collect(polls, highwater=2) == [0, 1]  # nothing past offset 1: no waiting
 
 
-def stored_batch(base: int, values: list[bytes], control: bool = False) -> bytes:
-    """A record batch as the broker stores it (lz4), at ``base``; a control batch if asked."""
-    builder = DefaultRecordBatchBuilder(magic=2, compression_type=3, is_transactional=0, producer_id=-1,
-                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+def stored_batch(base: int, values: list[bytes], control: bool = False, producer: int = -1,
+                 keys: list[bytes] | None = None) -> bytes:
+    """A record batch as the broker stores it (lz4), at ``base``; a control batch if asked; a
+    transactional one when it has a ``producer``."""
+    # Control batches uncompressed, as brokers write them (aiokafka reads a marker without inflating).
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0 if control else 3,
+                                        is_transactional=int(producer >= 0),
+                                        producer_id=producer, producer_epoch=0 if producer >= 0 else -1,
+                                        base_sequence=0 if producer >= 0 else -1, batch_size=1 << 20)
     for delta, value in enumerate(values):
-        builder.append(delta, timestamp=1_700_000_000_000 + delta, key=b"k%d" % delta, value=value,
+        key = keys[delta] if keys else b"k%d" % delta
+        builder.append(delta, timestamp=1_700_000_000_000 + delta, key=key, value=value,
                        headers=[("h", b"%d" % delta)])
     data = bytearray(builder.build())
     struct.pack_into(">q", data, 0, base)  # the base offset is outside the CRC
@@ -273,6 +279,38 @@ def test_runs_hold_what_aiokafka_would_hand_out_and_move_the_position_alike(max_
     fetches[TopicPartition("other", 0)] = FetchResult(  # topics not batched: aiokafka's records
         tp, assignment=Position(12), partition_records=partition_records(), backoff=0)
     assert [fields(r) for r in fetches[TopicPartition("other", 0)].getall()] == expected
+
+
+ABORT, COMMIT = b"\x00\x00\x00\x00", b"\x00\x00\x00\x01"  # control record keys
+
+
+def test_reading_committed_an_aborted_transaction_is_a_run_of_offsets_only() -> None:
+    # Producer 7 aborts a transaction (offsets 10-11, its abort marker at 13); producer 8's,
+    # interleaved, commits (12, marker at 14); then a plain record (15), and producer 7 again,
+    # committed this time (16, marker at 17).
+    buffer = (stored_batch(10, [b"a", b"b"], producer=7) + stored_batch(12, [b"c"], producer=8)
+              + stored_batch(13, [b""], control=True, producer=7, keys=[ABORT])
+              + stored_batch(14, [b""], control=True, producer=8, keys=[COMMIT])
+              + stored_batch(15, [b"d"]) + stored_batch(16, [b"e"], producer=7)
+              + stored_batch(17, [b""], control=True, producer=7, keys=[COMMIT]))
+    tp = TopicPartition("events", 0)
+
+    def partition_records() -> PartitionRecords:  # aborted transactions as the fetch response has them
+        return PartitionRecords(tp, MemoryRecords(buffer), [(7, 10)], 10, None, None, True, READ_COMMITTED)
+
+    expected = [fields(record) for record in partition_records()]
+    assert [value for _, _, _, value, _ in expected] == [b"c", b"d", b"e"]
+    fetches = RunFetches({"events"})
+    position = Position(10)
+    fetches[tp] = FetchResult(tp, assignment=position, partition_records=partition_records(), backoff=0)
+    runs = fetches[tp].getall()
+    assert [fields(record) for run in runs for record in run.records] == expected
+    assert [(run.first_offset, run.last_offset, len(run)) for run in runs] == [
+        (10, 11, 0), (12, 12, 1), (13, 13, 0), (14, 14, 0), (15, 15, 1), (16, 16, 1), (17, 17, 0)]
+    assert position.position == 18
+    consumer = bare_consumer()  # the aborted records' offsets are acknowledged with the rest
+    consumer._ack_all({"events": runs})
+    assert consumer._new_offset(TP("events", 0)) == 18
 
 
 def test_runs_past_the_batch_size_start_the_next_batch_in_order() -> None:
