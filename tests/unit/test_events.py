@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -31,6 +32,16 @@ def test_minimal_event_gets_a_deterministic_id() -> None:
     assert a == b
     assert a.ts == 1_793_527_200_000 and len(a.event_id) == 32
     assert a.event_id != _decode({"uid": "u1", "event": "signup", "ts": 1_793_527_201}).event_id
+
+
+@pytest.mark.parametrize("mappings", [(DEFAULT_MAPPING,), (TWITTER, DEFAULT_MAPPING)])
+def test_decoded_events_are_the_frozen_dataclass_built_without_its_init(mappings: tuple) -> None:
+    event = _decode({"uid": "u", "event": "e", "ts": NOW - 1, "event_id": "x", "$set": {"a": 1}},
+                    mappings=mappings)
+    assert type(event) is Event and dataclasses.asdict(event) == dataclasses.asdict(
+        Event("x", "u", "e", NOW - 1, {}, {"a": 1}, {}, "default"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.uid = "v"  # type: ignore[misc]
 
 
 def test_envelope_decodes_to_itself() -> None:
