@@ -19,12 +19,12 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -87,18 +87,31 @@ class FieldMapping:
 DEFAULT_MAPPING = FieldMapping()
 
 
-@dataclass(frozen=True)
-class Event:
-    """The canonical envelope. ``ts`` is the event time in epoch milliseconds, UTC."""
-
+class _EventFields(NamedTuple):
     event_id: str
     uid: str
     event: str
     ts: int
-    properties: dict[str, Any] = field(default_factory=dict)
-    set: dict[str, Any] = field(default_factory=dict)
-    set_once: dict[str, Any] = field(default_factory=dict)
-    source: str = "default"
+    properties: dict[str, Any]
+    set: dict[str, Any]
+    set_once: dict[str, Any]
+    source: str
+
+
+class Event(_EventFields):
+    """The canonical envelope. ``ts`` is the event time in epoch milliseconds, UTC.
+
+    Immutable. A named tuple rather than a frozen dataclass: one is made per event consumed,
+    and a tuple is built, read and freed several times faster (the dataclass's ``__init__``
+    alone took 1.7 µs of a 5.6 µs decode)."""
+
+    __slots__ = ()
+
+    def __new__(cls, event_id: str, uid: str, event: str, ts: int, properties: dict[str, Any] | None = None,
+                set: dict[str, Any] | None = None, set_once: dict[str, Any] | None = None,  # noqa: A002
+                source: str = "default") -> Event:
+        return _new_tuple(cls, (event_id, uid, event, ts, {} if properties is None else properties,
+                                {} if set is None else set, {} if set_once is None else set_once, source))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -278,18 +291,13 @@ def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int) -
                   source if isinstance(source, str) and source else DEFAULT_MAPPING.name)
 
 
-_new_object, _set_attribute = object.__new__, object.__setattr__
+_new_tuple = tuple.__new__
 
 
 def _event(event_id: str, uid: str, name: str, ts: int, properties: dict[str, Any],
            set_: dict[str, Any], set_once: dict[str, Any], source: str) -> Event:
-    """``Event(...)``, the same frozen instance, without the dataclass's ``__init__``: that sets
-    each field through ``object.__setattr__``, 1.7 µs of the ~6 µs a decode took."""
-    event = _new_object(Event)
-    _set_attribute(event, "__dict__", {
-        "event_id": event_id, "uid": uid, "event": name, "ts": ts, "properties": properties,
-        "set": set_, "set_once": set_once, "source": source})
-    return event
+    """``Event(...)`` without its defaults' checks (a call less, once an event)."""
+    return _new_tuple(Event, (event_id, uid, name, ts, properties, set_, set_once, source))
 
 
 def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
