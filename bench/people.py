@@ -105,29 +105,43 @@ def counter(port: int, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def worker(settings: Settings, n: int) -> dict:
-    env = {**os.environ, **settings.to_env()}
-    proc = subprocess.Popen([sys.executable, "-m", "cardflow", "worker", "people"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = settings.worker_web_port
+def worker(settings: Settings, n: int, workers: int = 1) -> dict:
+    """Run ``workers`` people worker processes (one group) until they consumed ``n`` records."""
+    each = [settings] + [settings.replace(worker_web_port=free_port(), data_dir=settings.data_dir / f"w{i}")
+                         for i in range(1, workers)]  # their own RocksDB directories and web ports
+    procs = [subprocess.Popen([sys.executable, "-m", "cardflow", "worker", "people"],
+                              env={**os.environ, **here.to_env()},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for here in each]
+
+    def total(name: str) -> float:
+        return sum(counter(here.worker_web_port, name) for here in each)
+
     try:
-        while counter(port, "cardflow_people_consumed_total") == 0:
+        while total("cardflow_people_consumed_total") == 0:
             time.sleep(0.05)
         started = time.perf_counter()
-        first = counter(port, "cardflow_people_consumed_total")
-        while counter(port, "cardflow_people_consumed_total") < n:
+        first = total("cardflow_people_consumed_total")
+        while total("cardflow_people_consumed_total") < n:
             time.sleep(0.2)
-            assert proc.poll() is None, "worker died"
+            assert all(proc.poll() is None for proc in procs), "a worker died"
         elapsed = time.perf_counter() - started
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
-        folded = counter(port, "cardflow_people_folded_total")
+        rss_kib = [peak_rss_kib(proc.pid) for proc in procs]
+        folded = total("cardflow_people_folded_total")
     finally:
-        proc.terminate()
-        proc.wait(60)
-    tables = settings.data_dir / "workers" / settings.topic("people")  # this round's app only
-    disk = sum(f.stat().st_size for f in tables.rglob("*") if f.is_file())
-    return {"eps": (n - first) / elapsed, "rss_mib": rss_kib / 1024, "disk_bytes": disk, "folded": folded}
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+    # This round's app only (the worker's app id has the round's prefix).
+    disk = sum(f.stat().st_size for here in each
+               for f in (here.data_dir / "workers" / settings.topic("people")).rglob("*") if f.is_file())
+    return {"eps": (n - first) / elapsed, "rss_mib": max(rss_kib) / 1024, "disk_bytes": disk,
+            "folded": folded}
+
+
+def peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
 
 
 def main() -> None:
@@ -136,6 +150,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="baseline + worker pairs, back to back")
     parser.add_argument("--batch-size", type=int, default=None, help="CARDFLOW_BATCH_SIZE")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes in the group (the issue's measure is one)")
     args = parser.parse_args()
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +173,7 @@ def main() -> None:
                 users = produce(here, args.events, args.users)
                 produce_s = time.perf_counter() - t
                 before = baseline(here, args.events)
-                result = worker(here, args.events)
+                result = worker(here, args.events, args.workers)
                 after = baseline(here, args.events, group="bench-baseline-after")
                 ceiling = (before + after) / 2
                 rounds.append({
@@ -172,7 +188,7 @@ def main() -> None:
         finally:
             broker.stop()
     print(json.dumps({
-        "machine": machine(), "events": args.events, "users": rounds[0]["users"],
+        "machine": machine(), "events": args.events, "users": rounds[0]["users"], "workers": args.workers,
         "batch_size": settings.batch_size, "rounds": rounds,
         **{f"median_{key}": statistics.median(r[key] for r in rounds) for key in (
             "baseline_eps", "worker_eps", "ratio", "worker_peak_rss_mib", "disk_bytes_per_profile")},
