@@ -117,16 +117,17 @@ def worker(settings: Settings, n: int, workers: int = 1) -> dict:
         return sum(counter(here.worker_web_port, name) for here in each)
 
     try:
-        while total("cardflow_people_consumed_total") == 0:
+        # Timed from when every worker folds (a group's start-up rebalance left out) until every
+        # event is folded (records read again after a rebalance count as consumed, not folded).
+        while not all(counter(here.worker_web_port, "cardflow_people_folded_total") for here in each):
             time.sleep(0.05)
         started = time.perf_counter()
-        first = total("cardflow_people_consumed_total")
-        while total("cardflow_people_consumed_total") < n:
+        first = total("cardflow_people_folded_total")
+        while (folded := total("cardflow_people_folded_total")) < n:
             time.sleep(0.2)
             assert all(proc.poll() is None for proc in procs), "a worker died"
         elapsed = time.perf_counter() - started
         rss_kib = [peak_rss_kib(proc.pid) for proc in procs]
-        folded = total("cardflow_people_folded_total")
     finally:
         for proc in procs:
             proc.terminate()
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="CARDFLOW_BATCH_SIZE")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes in the group (the issue's measure is one)")
+    parser.add_argument("--standby-replicas", type=int, default=None, help="CARDFLOW_STANDBY_REPLICAS")
     args = parser.parse_args()
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,6 +164,8 @@ def main() -> None:
             log_level="warning", kafka_heap="1g", cards=())  # the fold alone; bench/cards.py has cards
         if args.batch_size:
             settings = settings.replace(batch_size=args.batch_size)
+        if args.standby_replicas is not None:
+            settings = settings.replace(standby_replicas=args.standby_replicas)
         broker = LocalKafka(settings)
         broker.start()
         try:
@@ -189,6 +193,7 @@ def main() -> None:
             broker.stop()
     print(json.dumps({
         "machine": machine(), "events": args.events, "users": rounds[0]["users"], "workers": args.workers,
+        "standby_replicas": settings.standby_replicas,
         "batch_size": settings.batch_size, "rounds": rounds,
         **{f"median_{key}": statistics.median(r[key] for r in rounds) for key in (
             "baseline_eps", "worker_eps", "ratio", "worker_peak_rss_mib", "disk_bytes_per_profile")},

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     profile_cache_size: int = Field(100_000, ge=0, le=10_000_000,
                                     description="decoded profiles a worker keeps between batches (0: none)")
     batch_within_ms: int = Field(100, ge=1, le=60_000, description="longest wait to fill a batch")
+    standby_replicas: int = Field(1, ge=0, le=10, description=(
+        "copies of each profiles partition other workers keep up to date (fast failover; each "
+        "copy replays the changelog)"))
     worker_urls: tuple[str, ...] = Field(
         ("http://127.0.0.1:6066",), description="people workers' web servers, for profile lookups"
     )

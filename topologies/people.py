@@ -35,7 +35,8 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
 
 
 def build_people(settings: Settings) -> faust.App:
-    app = create_app(settings, "people", app_class=BatchingApp)
+    app = create_app(settings, "people", app_class=BatchingApp,
+                     table_standby_replicas=settings.standby_replicas)
     topics = Topics(events=raw_topic(app, settings, EVENTS),
                     changes=raw_topic(app, settings, PROFILE_CHANGES),
                     dlq=raw_topic(app, settings, EVENTS_DLQ))

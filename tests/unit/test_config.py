@@ -88,3 +88,13 @@ def test_tokens_parse_into_scopes() -> None:
 def test_to_env_round_trips() -> None:
     settings = load_settings(env={"CARDFLOW_API_TOKENS": "t:read", "CARDFLOW_PARTITIONS": "5"})
     assert load_settings(env=settings.to_env()) == settings
+
+
+def test_standby_replicas_reach_the_people_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cardflow.topologies import people
+
+    monkeypatch.setattr(people, "BatchSink", lambda config: None)  # the app is only built, not run
+    settings = load_settings(env={"CARDFLOW_STANDBY_REPLICAS": "0"}, data_dir=tmp_path, cards=())
+    assert people.build_people(settings).conf.table_standby_replicas == 0
+    assert people.build_people(settings.replace(standby_replicas=2)).conf.table_standby_replicas == 2
+    assert load_settings(env={}).standby_replicas == 1  # Faust's default, kept
