@@ -47,9 +47,8 @@ from cardflow.events import Decoder, Event, Reason, Rejected
 from cardflow.profiles import (
     FoldResult,
     ProfileScript,
-    encode_value,
+    encode_parts,
     fold_value,
-    profile_json_of,
     split_value,
 )
 
@@ -236,10 +235,10 @@ class ProfileFolder:
                                for r in run.records if r.offset == offset)
             self._dead_letter(run.consumer_record(record), Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
-        stored = encode_value(result.value)
+        stored, profile_json = encode_parts(result.value)
         writes.put(key, stored)
         if self.cache_size:
-            self.cache[key] = (result.value, profile_json_of(stored))
+            self.cache[key] = (result.value, profile_json)
             if len(self.cache) > self.cache_size:
                 del self.cache[next(iter(self.cache))]
         # Written back even when nothing changed: a re-delivered batch then brings the
