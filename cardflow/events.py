@@ -103,7 +103,7 @@ class Event(_EventFields):
 
     Immutable. A named tuple rather than a frozen dataclass: one is made per event consumed,
     and a tuple is built, read and freed several times faster (the dataclass's ``__init__``
-    alone took 1.7 µs of a 5.6 µs decode)."""
+    alone took 1.15 µs of a 5.6 µs decode)."""
 
     __slots__ = ()
 

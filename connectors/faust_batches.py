@@ -297,8 +297,9 @@ class BatchingConsumer(AIOKafkaConsumer):
         """Whether the broker holds more readable records past the batch (a backlog; up to the
         last stable offset, as an open transaction's records are not readable yet): then the
         batch fills to ``batch_size`` rather than ending after ``batch_within``, which only
-        bounds the wait for records not yet written. (When aiokafka still built a ConsumerRecord per record, a
-        batch of a backlog was cut at some 20k records by the clock, whatever its size.)"""
+        bounds the wait for records not yet written. (When aiokafka still built a
+        ConsumerRecord per record, a batch of a backlog was cut at some 20k records by the
+        clock, whatever its size.)"""
         for tp, offset in ends.items():
             high = self.highwater(tp)
             if high is not None and high > offset + 1:
