@@ -47,8 +47,9 @@ from cardflow.events import Decoder, Event, Reason, Rejected
 from cardflow.profiles import (
     FoldResult,
     ProfileScript,
-    encode_parts,
+    encode_value,
     fold_value,
+    profile_json_of,
     split_value,
 )
 
@@ -235,10 +236,10 @@ class ProfileFolder:
                                for r in run.records if r.offset == offset)
             self._dead_letter(run.consumer_record(record), Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
-        stored, profile_json = encode_parts(result.value)
+        stored = encode_value(result.value)
         writes.put(key, stored)
         if self.cache_size:
-            self.cache[key] = (result.value, profile_json)
+            self.cache[key] = (result.value, profile_json_of(stored))
             if len(self.cache) > self.cache_size:
                 del self.cache[next(iter(self.cache))]
         # Written back even when nothing changed: a re-delivered batch then brings the

@@ -104,15 +104,10 @@ def encode_value(value: dict[str, Any]) -> bytes:
     """The stored form: a header (profile length and the watermark), the profile's JSON, then
     the bookkeeping's JSON, so readers (cards) get the profile and watermark without parsing
     the (larger) dedup ids."""
-    return encode_parts(value)[0]
-
-
-def encode_parts(value: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The stored form and, within it, the profile's JSON."""
     profile = orjson.dumps(value["profile"])
     meta = value["meta"]
     return (_HEADER.pack(len(profile), meta["offset"], meta["max_ts"]) + profile
-            + orjson.dumps(meta, option=orjson.OPT_SORT_KEYS), profile)  # sorted: the id buckets' days
+            + orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))  # sorted: the id buckets' days
 
 
 def profile_json_of(stored: bytes) -> bytes:

@@ -10,11 +10,9 @@ from cardflow.profiles import (
     ProfileScriptError,
     decode_value,
     dedup_id,
-    encode_parts,
     encode_value,
     fold_events,
     load_scripts,
-    profile_json_of,
     profile_script,
 )
 from cardflow.standard import DAY_MS, active_days, standard, standard_script, user_property
@@ -194,10 +192,3 @@ def test_sent_event_ids_dedup_whole_whatever_their_form() -> None:
     again = fold_events(stored, resent, (standard,), HORIZON)
     assert (again.folded, again.duplicates) == (1, 3)
     assert decode_value(encode_value(again.value))["profile"]["events"] == {"view": len(ids) + 1}
-
-
-def test_encode_parts_gives_the_stored_value_and_the_profile_json_within_it() -> None:
-    value = fold_events(None, [(_event("u", "view", T0, {"plan": "pro"}), 0)], (standard,), HORIZON).value
-    stored, profile_json = encode_parts(value)
-    assert stored == encode_value(value) and profile_json == profile_json_of(stored)
-    assert orjson.loads(profile_json) == value["profile"]
