@@ -239,6 +239,8 @@ class ProfileFolder:
         stored = encode_value(result.value)
         writes.put(key, stored)
         if self.cache_size:
+            # A slice, not encode's own orjson bytes: each of those keeps a ~4 KB buffer (80k
+            # cached users took 865 instead of ~590 MiB of peak RSS).
             self.cache[key] = (result.value, profile_json_of(stored))
             if len(self.cache) > self.cache_size:
                 del self.cache[next(iter(self.cache))]
