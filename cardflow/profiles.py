@@ -82,12 +82,13 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
 class FoldResult:
     """What folding one user's events of a batch gave (a plain class: one is made per user per batch)."""
 
-    __slots__ = ("value", "folded", "duplicates", "failed", "changed", "max_ts")
+    __slots__ = ("value", "folded", "duplicates", "redelivered", "failed", "changed", "max_ts")
 
     def __init__(self, value: dict[str, Any]) -> None:
         self.value = value
         self.folded = 0
         self.duplicates = 0
+        self.redelivered = 0  # duplicates by offset: records an earlier batch folded
         self.failed: list[tuple[Event, int, str, BaseException]] = []
         self.changed: list[str] = []
         self.max_ts = 0
@@ -176,6 +177,7 @@ def fold_value(
     for event, offset in events:
         if offset <= last_offset:
             result.duplicates += 1
+            result.redelivered += 1
             continue
         last_offset = offset
         ts = event.ts

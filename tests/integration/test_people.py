@@ -13,8 +13,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from cardflow.codec import AvroCodec
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.connectors.kafka_read import read_topic
 from cardflow.local_kafka import free_port
 
 from ..helpers import http, read_table, start_api, wait_until
@@ -181,8 +183,15 @@ def test_kill_9_mid_stream_then_rebuild_from_changelog(settings: Settings, servi
     worker.stop(signal.SIGKILL)
     feeder.join()
     worker = service(["worker", "people"], settings)
-    wait_profiles(settings, expected, timeout=300)
+    table = wait_profiles(settings, expected, timeout=300)
     assert worker.proc.poll() is None
+    # Profile changes are at least once through the crash: each user's latest change names the
+    # profile's final version (a batch folded but not flushed is re-read, and its changes re-sent).
+    latest: dict[str, int] = {}
+    for msg in read_topic(settings, settings.topic("profile-changes"), f"changes-{time.monotonic_ns()}"):
+        change = AvroCodec.named("ProfileChange").decode(msg.value())
+        latest[change["uid"]] = max(latest.get(change["uid"], 0), change["version"])
+    assert latest == {uid: value["meta"]["version"] for uid, value in table.items()}
 
     # Lose the worker's disk: the profiles come back from the changelog.
     assert worker.stop() == 0
@@ -274,8 +283,6 @@ def test_wait_times_out_with_504_but_keeps_the_events(settings: Settings, servic
 
 
 def test_a_raising_profile_script_dead_letters_the_event(settings: Settings, service) -> None:
-    from cardflow.codec import AvroCodec
-
     from ..helpers import consume_all
 
     ensure_topics(settings)

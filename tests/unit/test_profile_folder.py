@@ -177,3 +177,25 @@ def test_batch_collector_freezes_survivors_and_collects_when_due() -> None:
 def test_profile_change_is_the_avro_codec_byte_for_byte(record: dict[str, Any]) -> None:
     assert profile_change(**record) == PROFILE_CHANGE.encode(record)
     assert PROFILE_CHANGE.decode(profile_change(**record)) == record
+
+
+def test_a_redelivered_batch_sends_its_profile_changes_again_naming_every_field(tmp_path: Path) -> None:
+    # Read again, a batch's records are duplicates; its first pass may have crashed before its
+    # profile changes were written, so they go out again (at least once), the profiles unchanged.
+    stream = records(300, 30, seed=4)
+    worker = folder(tmp_path, 100)
+    worker.process(runs(stream))
+    sink: Any = worker.sink
+    first = {key: PROFILE_CHANGE.decode(value) for topic, key, value, _ in sink.sent if topic == "changes"}
+    stored = worker.store.contents()  # type: ignore[attr-defined]
+    sink.sent.clear()
+    worker.process(runs(stream))
+    assert worker.store.contents() == stored  # type: ignore[attr-defined]
+    again = {key: PROFILE_CHANGE.decode(value) for topic, key, value, _ in sink.sent if topic == "changes"}
+    assert again.keys() == first.keys() and len(again) == len({r.key for r in stream})
+    for key, change in again.items():
+        profile = orjson.loads(worker.cache[key][1])
+        assert change["changed"] == sorted(profile)  # every field: what the lost pass changed is unknown
+        assert {k: change[k] for k in ("uid", "version", "max_ts")} == {
+            k: first[key][k] for k in ("uid", "version", "max_ts")}
+    assert worker.metrics.duplicates._value.get() == len(stream)
