@@ -212,7 +212,7 @@ class ProfileFolder:
             key = uid.encode()
             result = self._fold_user(uid, key, partition, events, writes_here, batch)
             folded, duplicates = folded + result.folded, duplicates + result.duplicates
-            if result.changed or result.redelivered:
+            if result.changed:
                 changed[partition].add(key)
         for partition, writes_here in writes.items():
             # One write per partition: a RocksDB write batch costs half of a put per key.
@@ -247,14 +247,10 @@ class ProfileFolder:
         # Written back even when nothing changed: a re-delivered batch then brings the
         # changelog up to what the local store already holds.
         self.sink.produce(self.changelog, key, stored, partition)
-        if result.changed or result.redelivered:
-            # Records folded before are read again only when their batch was not acknowledged
-            # (a crash, a rebalance): its profile change may be lost, so it goes out again,
-            # naming every field (what that batch changed is not known any more).
-            fields = sorted(result.value["profile"]) if result.redelivered else result.changed
+        if result.changed:  # every field when records were read again (see fold_value)
             meta = result.value["meta"]
             self.sink.produce(self.names["changes"], key, profile_change(
-                uid, meta["version"], fields, meta["max_ts"], partition), partition)
+                uid, meta["version"], result.changed, meta["max_ts"], partition), partition)
         return result
 
     def note_delivered(self) -> None:

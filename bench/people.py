@@ -106,7 +106,7 @@ def counter(port: int, name: str) -> float:
 
 
 def worker(settings: Settings, n: int, workers: int = 1) -> dict:
-    """Run ``workers`` people worker processes (one group) until they consumed ``n`` records."""
+    """Run ``workers`` people worker processes (one group) until they folded ``n`` events."""
     each = [settings] + [settings.replace(worker_web_port=free_port(), data_dir=settings.data_dir / f"w{i}")
                          for i in range(1, workers)]  # their own RocksDB directories and web ports
     procs = [subprocess.Popen([sys.executable, "-m", "cardflow", "worker", "people"],

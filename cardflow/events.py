@@ -28,8 +28,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from cardflow.codec import MARKER as AVRO_MARKER
-from cardflow.codec import AvroCodec, AvroError
+from cardflow.codec import AvroCodec, AvroError, is_single_object
 
 # Event times before this are treated as mistakes (a zero or a unit error).
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -110,8 +109,8 @@ class Event(_EventFields):
     def __new__(cls, event_id: str, uid: str, event: str, ts: int, properties: dict[str, Any] | None = None,
                 set: dict[str, Any] | None = None, set_once: dict[str, Any] | None = None,  # noqa: A002
                 source: str = "default") -> Event:
-        return _new_tuple(cls, (event_id, uid, event, ts, {} if properties is None else properties,
-                                {} if set is None else set, {} if set_once is None else set_once, source))
+        return tuple.__new__(cls, (event_id, uid, event, ts, {} if properties is None else properties,
+                                   {} if set is None else set, {} if set_once is None else set_once, source))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -268,8 +267,8 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
     elif not isinstance(event_id, str | int) or isinstance(event_id, bool):
         raise Rejected(Reason.BAD_FIELD, f"event_id at {mapping.event_id!r} must be a string")
     source = obj.get("source") if mapping is DEFAULT_MAPPING else mapping.name
-    return _event(str(event_id), uid, name, ts, properties, set_, set_once,
-                  source if isinstance(source, str) and source else mapping.name)
+    return Event(str(event_id), uid, name, ts, properties, set_, set_once,
+                 source if isinstance(source, str) and source else mapping.name)
 
 
 def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int) -> Event | None:
@@ -279,25 +278,15 @@ def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int) -
     if not (type(uid) is str and uid and type(name) is str and name and type(ts) is int
             and type(props) is dict and type(set_) is dict and type(once) is dict):
         return None
-    if now_ms is None or not MIN_TS_MS <= ts <= now_ms + max_future_ms:  # else parse_ts's answer
-        ts = parse_ts(ts, now_ms, max_future_ms)
+    ts = parse_ts(ts, now_ms, max_future_ms)
     event_id = obj.get("event_id")
     if not event_id:
         event_id = derive_event_id(uid, name, ts, props, set_, once)
     elif type(event_id) is not str:
         return None
     source = obj.get("source")
-    return _event(event_id, uid, name, ts, props, set_, once,
-                  source if isinstance(source, str) and source else DEFAULT_MAPPING.name)
-
-
-_new_tuple = tuple.__new__
-
-
-def _event(event_id: str, uid: str, name: str, ts: int, properties: dict[str, Any],
-           set_: dict[str, Any], set_once: dict[str, Any], source: str) -> Event:
-    """``Event(...)`` without its defaults' checks (a call less, once an event)."""
-    return _new_tuple(Event, (event_id, uid, name, ts, properties, set_, set_once, source))
+    return Event(event_id, uid, name, ts, props, set_, once,
+                 source if isinstance(source, str) and source else DEFAULT_MAPPING.name)
 
 
 def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
@@ -312,11 +301,6 @@ def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAUL
         obj = orjson.loads(raw)  # strict: no NaN/Infinity, UTF-8 only
     except ValueError as exc:
         raise Rejected(Reason.NOT_JSON, f"not valid JSON: {exc}") from None
-    # The common case without event_from_object's checks (a call less per event).
-    if type(obj) is dict and len(mappings) == 1 and mappings[0] is DEFAULT_MAPPING:
-        fast = _fast_default(obj, now_ms, max_future_ms)
-        if fast is not None:
-            return fast
     return event_from_object(obj, mappings, now_ms, max_future_ms)
 
 
@@ -339,7 +323,7 @@ def decode_record(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAU
                   max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, now_ms: int | None = None,
                   max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:
     """Decode a record of the ``events`` topic: Avro single-object (told by its marker) or JSON."""
-    if raw is not None and raw[:2] == AVRO_MARKER:  # is_single_object, inlined: once an event
+    if raw is not None and is_single_object(raw):
         if len(raw) > max_event_bytes:
             raise Rejected(Reason.TOO_LARGE, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
         try:

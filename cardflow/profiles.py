@@ -82,13 +82,12 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
 class FoldResult:
     """What folding one user's events of a batch gave (a plain class: one is made per user per batch)."""
 
-    __slots__ = ("value", "folded", "duplicates", "redelivered", "failed", "changed", "max_ts")
+    __slots__ = ("value", "folded", "duplicates", "failed", "changed", "max_ts")
 
     def __init__(self, value: dict[str, Any]) -> None:
         self.value = value
         self.folded = 0
         self.duplicates = 0
-        self.redelivered = 0  # duplicates by offset: records an earlier batch folded
         self.failed: list[tuple[Event, int, str, BaseException]] = []
         self.changed: list[str] = []
         self.max_ts = 0
@@ -162,8 +161,9 @@ def fold_value(
     as stored, None for a new user).
 
     Re-delivered records (offset at or below the last folded one) and re-sent
-    events (an id seen within the horizon) count as duplicates. An event a
-    script raises on is left out entirely, so a replay after a fix is safe.
+    events (an id seen within the horizon) count as duplicates; a re-delivered
+    record makes every field count as changed. An event a script raises on is
+    left out entirely, so a replay after a fix is safe.
     """
     meta = value["meta"]
     stored_ids: dict[str, str] = meta["ids"]
@@ -174,10 +174,11 @@ def fold_value(
     oldest_day = (max_ts - horizon_ms) // DAY_MS
     new_ids: dict[int, set[str]] = {}  # this batch's ids per day: also its in-batch dedup
     batch_max_ts = 0
+    redelivered = False
     for event, offset in events:
         if offset <= last_offset:
             result.duplicates += 1
-            result.redelivered += 1
+            redelivered = True
             continue
         last_offset = offset
         ts = event.ts
@@ -226,6 +227,11 @@ def fold_value(
             changed += [k for k in before if k not in profile]
         changed.sort()
         result.changed = changed
+    if redelivered:
+        # Records are read again only when their batch was not acknowledged (a crash, a
+        # rebalance): its changes may never have been announced, and what they were is not
+        # known any more, so every field counts as changed.
+        result.changed = sorted(profile)
     return result
 
 

@@ -96,6 +96,15 @@ def metrics(settings: Settings) -> dict[str, float]:
     return values
 
 
+def latest_changes(settings: Settings) -> dict[str, int]:
+    """The highest profile version each user's profile changes name, read from the topic."""
+    latest: dict[str, int] = {}
+    for msg in read_topic(settings, settings.topic("profile-changes"), f"changes-{time.monotonic_ns()}"):
+        change = AvroCodec.named("ProfileChange").decode(msg.value())
+        latest[change["uid"]] = max(latest.get(change["uid"], 0), change["version"])
+    return latest
+
+
 def wait_profiles(settings: Settings, expected: dict[str, dict[str, Any]], timeout: float = 180) -> dict:
     last: list[str] = []
 
@@ -187,11 +196,7 @@ def test_kill_9_mid_stream_then_rebuild_from_changelog(settings: Settings, servi
     assert worker.proc.poll() is None
     # Profile changes are at least once through the crash: each user's latest change names the
     # profile's final version (a batch folded but not flushed is re-read, and its changes re-sent).
-    latest: dict[str, int] = {}
-    for msg in read_topic(settings, settings.topic("profile-changes"), f"changes-{time.monotonic_ns()}"):
-        change = AvroCodec.named("ProfileChange").decode(msg.value())
-        latest[change["uid"]] = max(latest.get(change["uid"], 0), change["version"])
-    assert latest == {uid: value["meta"]["version"] for uid, value in table.items()}
+    assert latest_changes(settings) == {uid: value["meta"]["version"] for uid, value in table.items()}
 
     # Lose the worker's disk: the profiles come back from the changelog.
     assert worker.stop() == 0
@@ -249,10 +254,7 @@ def test_profile_changes_lost_with_a_batch_are_sent_again_when_it_is_read_again(
     table = wait_profiles(settings, truth(events), timeout=120)
 
     def latest_versions() -> dict[str, int] | None:
-        latest: dict[str, int] = {}
-        for msg in read_topic(settings, changes, f"changes-{time.monotonic_ns()}"):
-            change = AvroCodec.named("ProfileChange").decode(msg.value())
-            latest[change["uid"]] = max(latest.get(change["uid"], 0), change["version"])
+        latest = latest_changes(settings)
         wanted = {uid: value["meta"]["version"] for uid, value in table.items()
                   if uid in {e["uid"] for e in events[100:]}}
         # (Users of earlier batches not committed yet when the worker stopped are re-sent too.)
@@ -372,6 +374,13 @@ def test_sent_event_ids_count_once_each_and_dedup_on_resend(settings: Settings, 
     wait_until(views, timeout=30, what="the profiles to count every sent id once")
 
 
+def transactional_producer(settings: Settings) -> Producer:
+    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
+                         "transactional.id": f"{settings.topic_prefix}tx"})
+    producer.init_transactions(30)
+    return producer
+
+
 def test_transaction_markers_do_not_hold_commits_back(settings: Settings, service) -> None:
     # A transactional producer's commit marker takes an offset in every partition it wrote. Read
     # as "no record" (before), a marker past a batch's last record looked like a backlog to fill
@@ -379,9 +388,7 @@ def test_transaction_markers_do_not_hold_commits_back(settings: Settings, servic
     ensure_topics(settings)
     service(["worker", "people"], settings)
     topic = settings.topic("events")
-    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
-                         "transactional.id": f"{settings.topic_prefix}tx"})
-    producer.init_transactions(30)
+    producer = transactional_producer(settings)
     events = make_events(600, 40, seed=7)
     for start in range(0, len(events), 30):  # 20 transactions, ~20 markers a partition
         producer.begin_transaction()
@@ -427,9 +434,7 @@ def test_aborted_transactions_are_not_folded_and_open_ones_do_not_stall(settings
     # first batch meets the open transaction.
     ensure_topics(settings)
     topic = settings.topic("events")
-    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
-                         "transactional.id": f"{settings.topic_prefix}tx"})
-    producer.init_transactions(30)
+    producer = transactional_producer(settings)
     events = make_events(900, 40, seed=11)
     kept: list[dict[str, Any]] = []
 
