@@ -47,6 +47,7 @@ from cardflow.events import Decoder, Event, Reason, Rejected
 from cardflow.profiles import (
     FoldResult,
     ProfileScript,
+    changed_fields,
     encode_value,
     fold_value,
     profile_json_of,
@@ -100,13 +101,35 @@ def profile_change(uid: str, version: int, changed: list[str], max_ts: int, part
                      _avro_strings(tuple(changed)), _avro_long(max_ts), _avro_long(partition)))
 
 
-def dead_letter(record: Any, reason: str, text: str, detail: str | None = None) -> bytes:
-    """An Avro DeadLetter keeping the original bytes and where they came from."""
-    return DEAD_LETTER.encode({
-        "reason": reason, "message": text, "key": record.key, "value": record.value,
-        "topic": record.topic, "partition": record.partition, "offset": record.offset,
-        "timestamp": record.timestamp, "dead_at": int(time.time() * 1000), "detail": detail,
-    })
+RECORD_OVERHEAD = 2048  # bytes of a Kafka record beside its key and value (headers, batch framing)
+MAX_MESSAGE_CHARS = 2000  # of a dead letter's message (an exception's text can be any length)
+MAX_KEPT_KEY = 1024  # of a truncated dead letter's key
+
+
+def dead_letter(record: Any, reason: str, text: str, detail: str | None = None,
+                max_bytes: int = 1_000_000) -> tuple[bytes | None, bytes]:
+    """``(key, value)`` of an Avro DeadLetter keeping the original bytes and where they came
+    from; within ``max_bytes`` (key and value): a larger record's key and value are cut, and the
+    dead letter says so (``truncated``, the original sizes). The lake keeps the full record."""
+    key, value = record.key, record.value
+    fields = {
+        "reason": reason,
+        "message": text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…",
+        "key": key, "value": value, "topic": record.topic, "partition": record.partition,
+        "offset": record.offset, "timestamp": record.timestamp, "dead_at": int(time.time() * 1000),
+        "detail": detail[:MAX_MESSAGE_CHARS] if detail else detail,
+    }
+    encoded = DEAD_LETTER.encode(fields)
+    budget = max_bytes - RECORD_OVERHEAD
+    if len(encoded) + len(key or b"") <= budget:
+        return key, encoded
+    kept_key = key[:MAX_KEPT_KEY] if key is not None else None
+    envelope = len(encoded) - len(key or b"") - len(value or b"") + 64  # + the new fields, varints
+    room = max(0, budget - envelope - 2 * len(kept_key or b""))  # the key goes twice: Kafka's and ours
+    fields.update(key=kept_key, value=value[:room] if value is not None else None, truncated=True,
+                  value_bytes=len(value) if value is not None else None,
+                  key_bytes=len(key) if key is not None else None)
+    return kept_key, DEAD_LETTER.encode(fields)
 
 
 @functools.lru_cache(maxsize=1 << 20)  # murmur2 in Python costs ~5 µs; users recur in every batch
@@ -149,8 +172,11 @@ class ProfileFolder:
 
     def __init__(self, profiles: faust.Table, topics: Topics, decoder: Decoder,
                  scripts: tuple[ProfileScript, ...], horizon_ms: int, partitions: int,
-                 metrics: PeopleMetrics, sink: BatchSink, cache_size: int = 0) -> None:
+                 metrics: PeopleMetrics, sink: BatchSink, cache_size: int = 0, *,
+                 max_profile_bytes: int = 512 * 1024, max_record_bytes: int = 1_000_000) -> None:
         self.profiles = profiles
+        self.max_profile_bytes = max_profile_bytes
+        self.max_record_bytes = max_record_bytes
         self.store = profiles.data  # writes here skip Faust's changelog: the sink sends it
         self.changelog = profiles.changelog_topic.get_topic_name()
         self.sink = sink
@@ -188,6 +214,9 @@ class ProfileFolder:
                     event = decode(record.value, now_ms)
                 except Rejected as exc:
                     self._dead_letter(run.consumer_record(record), exc.reason.value, exc.message)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one record's failure, never the worker's
+                    self._internal_error(run.consumer_record(record), "decoding", exc)
                     continue
                 user = users.get(event.uid)
                 home = uid_partition(event.key, partitions) if user is None else user[0]
@@ -227,16 +256,25 @@ class ProfileFolder:
         """Fold one user's events and queue the profile's write-back."""
         cached = self.cache.pop(key, None)
         if cached is None:
-            db = self.store._db_for_partition(partition)  # type: ignore[attr-defined]
-            cached = split_value(db.get(key))
+            cached = split_value(self._db(partition).get(key))
         value, profile_json = cached
-        result = fold_value(value, profile_json, events, self.scripts, self.horizon_ms)
+        refused: list[tuple[int, Rejected]] = []
+        stored: bytes | None
+        try:
+            result = fold_value(value, profile_json, events, self.scripts, self.horizon_ms)
+            stored = encode_value(result.value)
+            if len(stored) > self.max_profile_bytes:
+                raise Rejected(Reason.PROFILE_TOO_LARGE, "")  # found out event by event below
+        except Exception:  # noqa: BLE001 - the events' failures, never the worker's
+            result, stored, refused = self._fold_each(key, partition, events)
         for _, offset, script, exc in result.failed:
-            run, record = next((run, r) for run in batch if run.partition == partition
-                               for r in run.records if r.offset == offset)
-            self._dead_letter(run.consumer_record(record), Reason.PROFILE_SCRIPT_ERROR.value,
+            self._dead_letter(self._record_at(batch, partition, offset), Reason.PROFILE_SCRIPT_ERROR.value,
                               f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
-        stored = encode_value(result.value)
+        for offset, rejected in refused:
+            self._dead_letter(self._record_at(batch, partition, offset), rejected.reason.value,
+                              rejected.message)
+        if stored is None:
+            return result
         writes.put(key, stored)
         if self.cache_size:
             # A slice, not encode's own orjson bytes: each of those keeps a ~4 KB buffer (80k
@@ -253,6 +291,69 @@ class ProfileFolder:
                 uid, meta["version"], result.changed, meta["max_ts"], partition), partition)
         return result
 
+    def _fold_each(self, key: bytes, partition: int, events: list[tuple[Event, int]]
+                   ) -> tuple[FoldResult, bytes | None, list[tuple[int, Rejected]]]:
+        """The slow path, when folding the user's events together failed or outgrew
+        ``max_profile_bytes``: one event at a time from the stored value (which the cache
+        equals), each event that cannot be folded and stored refused with its reason."""
+        stored = self._db(partition).get(key) or b""
+        first_json = profile_json_of(stored) if stored else None
+        total = FoldResult({})
+        refused: list[tuple[int, Rejected]] = []
+        for event, offset in events:
+            value, profile_json = split_value(stored)
+            try:
+                step = fold_value(value, profile_json, [(event, offset)], self.scripts, self.horizon_ms)
+            except Exception as exc:  # noqa: BLE001 - this event's failure
+                refused.append((offset, Rejected(Reason.INTERNAL_ERROR, _describe("folding", exc))))
+                continue
+            try:
+                candidate = encode_value(step.value)
+            except Exception as exc:  # noqa: BLE001 - only scripts put values into a profile
+                refused.append((offset, Rejected(Reason.PROFILE_SCRIPT_ERROR,
+                                                 "a profile script left a value that cannot be stored "
+                                                 f"as JSON: {type(exc).__name__}: {exc}")))
+                continue
+            if len(candidate) > self.max_profile_bytes:
+                refused.append((offset, Rejected(Reason.PROFILE_TOO_LARGE, (
+                    f"the profile would be {len(candidate)} bytes stored; the limit is "
+                    f"{self.max_profile_bytes} (max_profile_bytes)"))))
+                continue
+            stored = candidate
+            total.folded += step.folded
+            total.duplicates += step.duplicates
+            total.failed += step.failed
+            total.max_ts = max(total.max_ts, step.max_ts)
+            total.redelivered = total.redelivered or step.redelivered
+            total.value = step.value
+        if not total.value:  # no event folded: the value as it was
+            if not stored:
+                return total, None, refused  # a new user whose events were all refused: no profile
+            total.value = split_value(stored)[0]
+        meta = total.value["meta"]
+        meta["offset"] = max(meta["offset"], events[-1][1])  # a refused record is not read again
+        stored = encode_value(total.value)
+        profile = total.value["profile"]
+        if total.redelivered:
+            total.changed = sorted(profile)
+        elif total.folded:
+            total.changed = changed_fields(first_json, profile)
+        return total, stored, refused
+
+    def _db(self, partition: int) -> Any:
+        return self.store._db_for_partition(partition)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _record_at(batch: list[RecordRun], partition: int, offset: int) -> Any:
+        """The batch's record at ``offset`` of ``partition``, for its dead letter (a rare path)."""
+        return next(run.consumer_record(r) for run in batch if run.partition == partition
+                    for r in run.records if r.offset == offset)
+
+    def _internal_error(self, record: Any, what: str, exc: Exception) -> None:
+        log.error("%s record %s[%d]@%d failed; dead-lettered", what, record.topic, record.partition,
+                  record.offset, exc_info=exc)
+        self._dead_letter(record, Reason.INTERNAL_ERROR.value, _describe(what, exc))
+
     def note_delivered(self) -> None:
         """After a flush: note in each RocksDB partition how far the changelog is known to hold
         it, so Faust's recovery starts there instead of at the changelog's beginning."""
@@ -262,9 +363,15 @@ class ProfileFolder:
         self.sink.delivered.clear()
 
     def _dead_letter(self, record: Any, reason: str, text: str, detail: str | None = None) -> None:
-        self.sink.produce(self.names["dlq"], record.key, dead_letter(record, reason, text, detail),
-                          uid_partition(record.key, self.partitions) if record.key else record.partition)
+        key, value = dead_letter(record, reason, text, detail, self.max_record_bytes)
+        self.sink.produce(self.names["dlq"], key, value,
+                          uid_partition(key, self.partitions) if key else record.partition)
         self.metrics.dead_lettered.labels(reason).inc()
+
+
+def _describe(what: str, exc: BaseException) -> str:
+    return (f"cardflow failed {what} this record ({type(exc).__name__}: {exc}); this is a bug, "
+            "please report it; `cardflow dlq replay --reason internal_error` after the fix")
 
 
 class BatchCollector:

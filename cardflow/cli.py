@@ -184,7 +184,7 @@ def dlq_replay(ctx: click.Context, reason: str | None, dry_run: bool) -> None:
 
     sent, skipped = replay(_settings(ctx), reason=reason, dry_run=dry_run)
     verb = "would re-submit" if dry_run else "re-submitted"
-    click.echo(f"{verb} {sent} dead letter(s); {skipped} skipped by the reason filter")
+    click.echo(f"{verb} {sent} dead letter(s); {skipped} skipped (by the reason filter, or truncated)")
 
 
 @cli.command()

@@ -61,7 +61,11 @@ class AvroCodec:
 
     @classmethod
     def named(cls, name: str) -> AvroCodec:
-        return cls(load_schema(name))
+        """The shipped schema ``<name>.avsc``, reading records of its older versions too
+        (``<name>.v1.avsc``, …: kept when a field is added, so old records stay readable)."""
+        older = sorted(f.name.removesuffix(".avsc") for f in resources.files("cardflow.schemas").iterdir()
+                       if f.name.startswith(f"{name}.v") and f.name.endswith(".avsc"))
+        return cls(load_schema(name), tuple(load_schema(v) for v in older))
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()

@@ -24,7 +24,14 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from cardflow.events import DEFAULT_MAPPING, Decoder, FieldMapping
+from cardflow.events import (
+    DEFAULT_MAPPING,
+    DEFAULT_MAX_NAME_BYTES,
+    DEFAULT_MAX_UID_BYTES,
+    Decoder,
+    FieldMapping,
+)
+from cardflow.limits import DEFAULT_MAX_DEPTH
 
 ENV_PREFIX = "CARDFLOW_"
 CONFIG_ENV = "CARDFLOW_CONFIG"
@@ -123,6 +130,17 @@ class Settings(BaseSettings):
     )
     # Ingest
     max_event_bytes: int = Field(64 * 1024, ge=256, le=1_000_000, description="largest accepted event")
+    max_json_depth: int = Field(DEFAULT_MAX_DEPTH, ge=2, le=200, description=(
+        "deepest nesting of an event's JSON (orjson writes ~250 levels; profiles nest a few more)"))
+    max_uid_bytes: int = Field(DEFAULT_MAX_UID_BYTES, ge=8, le=2048, description="longest user id, UTF-8")
+    max_event_name_bytes: int = Field(DEFAULT_MAX_NAME_BYTES, ge=8, le=4096,
+                                      description="longest event name, UTF-8")
+    max_record_bytes: int = Field(1_000_000, ge=65_536, le=100_000_000, description=(
+        "largest record cardflow writes to Kafka (librdkafka's message.max.bytes; keep it at or "
+        "below the broker's and topics' max.message.bytes)"))
+    max_profile_bytes: int = Field(512 * 1024, ge=16_384, le=100_000_000, description=(
+        "largest stored profile (with its bookkeeping); an event that would grow it past this "
+        "is dead-lettered as profile_too_large"))
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="largest push-API body (decompressed)")
     max_batch_events: int = Field(1000, ge=1, le=100_000, description="events per push-API request")
     max_future_hours: float = Field(24.0, ge=0, description="how far ahead of now an event time may be")
@@ -205,7 +223,8 @@ class Settings(BaseSettings):
         return (*self.sources, DEFAULT_MAPPING)
 
     def decoder(self) -> Decoder:
-        return Decoder(self.mappings, self.max_event_bytes, int(self.max_future_hours * 3_600_000))
+        return Decoder(self.mappings, self.max_event_bytes, int(self.max_future_hours * 3_600_000),
+                       self.max_json_depth, self.max_uid_bytes, self.max_event_name_bytes)
 
     @field_validator("broker")
     @classmethod
@@ -229,6 +248,15 @@ class Settings(BaseSettings):
         if value and not value.startswith(("chdb://", "http://", "https://")):
             raise ValueError("must start with chdb://, http:// or https://")
         return value
+
+    @model_validator(mode="after")
+    def _record_limits(self) -> Settings:
+        # A dead letter holds the event and an envelope; a changelog record holds a profile.
+        for name in ("max_event_bytes", "max_profile_bytes"):
+            if getattr(self, name) > self.max_record_bytes - 16_384:
+                raise ValueError(f"{name} ({getattr(self, name)}) must stay 16 KiB below "
+                                 f"max_record_bytes ({self.max_record_bytes}), which bounds every record")
+        return self
 
     @model_validator(mode="after")
     def _sasl(self) -> Settings:

@@ -22,43 +22,21 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from functools import cache
 from typing import Any, NamedTuple
 
 import orjson
 
 from cardflow.codec import AvroCodec, AvroError, is_single_object
+from cardflow.limits import DEFAULT_MAX_DEPTH, check, loads
+from cardflow.reasons import Reason, Rejected
 
 # Event times before this are treated as mistakes (a zero or a unit error).
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 DEFAULT_MAX_FUTURE_MS = 24 * 3_600_000
-
-
-class Reason(StrEnum):
-    """Why an event was rejected; stable codes for dashboards and alerts."""
-
-    NOT_JSON = "not_json"
-    NOT_OBJECT = "not_object"
-    MISSING_UID = "missing_uid"
-    MISSING_EVENT = "missing_event"
-    MISSING_TS = "missing_ts"
-    BAD_FIELD = "bad_field"
-    BAD_TIMESTAMP = "bad_timestamp"
-    FUTURE_TIMESTAMP = "future_timestamp"
-    TOO_LARGE = "too_large"
-    BAD_AVRO = "bad_avro"
-    PROFILE_SCRIPT_ERROR = "profile_script_error"
-
-
-class Rejected(ValueError):
-    """An event cannot be used. ``reason`` is a :class:`Reason`; the message says what to fix."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+DEFAULT_MAX_UID_BYTES = 512  # percent-encoded, still far inside an HTTP request line (8190 bytes)
+DEFAULT_MAX_NAME_BYTES = 512
 
 
 @dataclass(frozen=True)
@@ -229,10 +207,26 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def text_problem(text: str, max_bytes: int) -> str | None:
+    """What is wrong with a user id or event name, or None. Kept exactly as sent (never
+    stripped), so it may hold any printable character, but not only spaces, and no control,
+    format or line-separator characters (they break keys, URLs and logs)."""
+    if len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        return f"is {len(text.encode('utf-8', 'surrogatepass'))} bytes; the limit is {max_bytes}"
+    if not text.isprintable():
+        return "holds a control or invisible character; send printable text"
+    if text.isspace():
+        return "is only whitespace"
+    return None
+
+
 def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
                       now_ms: int | None = None,
-                      max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:
-    """Validate a decoded JSON value and build the envelope. Raises Rejected."""
+                      max_future_ms: int = DEFAULT_MAX_FUTURE_MS, *,
+                      max_uid_bytes: int = DEFAULT_MAX_UID_BYTES,
+                      max_name_bytes: int = DEFAULT_MAX_NAME_BYTES) -> Event:
+    """Validate a decoded JSON value and build the envelope. Raises Rejected. The value's
+    depth and numbers are the caller's to check (:func:`cardflow.limits.check`)."""
     if not isinstance(obj, dict):
         raise Rejected(Reason.NOT_OBJECT, f"an event must be a JSON object, got {_json_type(obj)}")
     if len(mappings) == 1 and mappings[0] is DEFAULT_MAPPING:
@@ -240,7 +234,7 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
     else:
         mapping = next((m for m in mappings if m.applies_to(obj)), DEFAULT_MAPPING)
     if mapping is DEFAULT_MAPPING:
-        fast = _fast_default(obj, now_ms, max_future_ms)
+        fast = _fast_default(obj, now_ms, max_future_ms, max_uid_bytes, max_name_bytes)
         if fast is not None:
             return fast
     uid = _lookup(obj, mapping.uid)
@@ -248,11 +242,18 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
         raise Rejected(Reason.MISSING_UID, f"no user id at {mapping.uid!r} ({mapping.name} mapping)")
     if isinstance(uid, bool) or not isinstance(uid, str | int):
         raise Rejected(Reason.BAD_FIELD, f"user id at {mapping.uid!r} must be a string or integer")
+    uid = str(uid)
+    problem = text_problem(uid, max_uid_bytes)
+    if problem:
+        raise Rejected(Reason.BAD_UID, f"user id at {mapping.uid!r} {problem}")
     name = _lookup(obj, mapping.event)
     if name is _MISSING or name is None or name == "":
         raise Rejected(Reason.MISSING_EVENT, f"no event name at {mapping.event!r} ({mapping.name} mapping)")
     if not isinstance(name, str):
         raise Rejected(Reason.BAD_FIELD, f"event name at {mapping.event!r} must be a string")
+    problem = text_problem(name, max_name_bytes)
+    if problem:
+        raise Rejected(Reason.BAD_FIELD, f"event name at {mapping.event!r} {problem}")
     raw_ts = _lookup(obj, mapping.ts)
     if raw_ts is _MISSING or raw_ts is None:
         raise Rejected(Reason.MISSING_TS, f"no event time at {mapping.ts!r} ({mapping.name} mapping)")
@@ -260,7 +261,6 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
     properties = _as_dict(_lookup(obj, mapping.properties), f"properties at {mapping.properties!r}")
     set_ = _as_dict(_lookup(obj, mapping.set), mapping.set)
     set_once = _as_dict(_lookup(obj, mapping.set_once), mapping.set_once)
-    uid = str(uid)
     event_id = _lookup(obj, mapping.event_id)
     if event_id is _MISSING or event_id is None or event_id == "":
         event_id = derive_event_id(uid, name, ts, properties, set_, set_once)
@@ -271,12 +271,15 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
                  source if isinstance(source, str) and source else mapping.name)
 
 
-def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int) -> Event | None:
+def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int, max_uid_bytes: int,
+                  max_name_bytes: int) -> Event | None:
     """The common well-formed envelope, without the general path's lookups; None to take that path."""
     uid, name, ts = obj.get("uid"), obj.get("event"), obj.get("ts")
     props, set_, once = obj.get("properties", {}), obj.get("$set", {}), obj.get("$set_once", {})
     if not (type(uid) is str and uid and type(name) is str and name and type(ts) is int
-            and type(props) is dict and type(set_) is dict and type(once) is dict):
+            and type(props) is dict and type(set_) is dict and type(once) is dict
+            and len(uid) * 4 <= max_uid_bytes and len(name) * 4 <= max_name_bytes
+            and uid.isprintable() and name.isprintable() and not uid.isspace() and not name.isspace()):
         return None
     ts = parse_ts(ts, now_ms, max_future_ms)
     event_id = obj.get("event_id")
@@ -292,51 +295,67 @@ def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int) -
 def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, now_ms: int | None = None,
                  max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:
-    """Decode one JSON event from bytes. Raises Rejected."""
-    if raw is None:
-        raise Rejected(Reason.NOT_JSON, "the record has no value (a tombstone)")
-    if len(raw) > max_event_bytes:
-        raise Rejected(Reason.TOO_LARGE, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
-    try:
-        obj = orjson.loads(raw)  # strict: no NaN/Infinity, UTF-8 only
-    except ValueError as exc:
-        raise Rejected(Reason.NOT_JSON, f"not valid JSON: {exc}") from None
-    return event_from_object(obj, mappings, now_ms, max_future_ms)
+    """Decode one JSON event from bytes with the default limits. Raises Rejected."""
+    return Decoder(mappings, max_event_bytes, max_future_ms).record(raw, now_ms)
 
 
 @dataclass(frozen=True)
 class Decoder:
-    """Decoding with one installation's mappings and limits (see ``Settings.decoder``)."""
+    """Decoding with one installation's mappings and limits (see ``Settings.decoder``): the one
+    code the push API, the SDK and the people worker validate events with."""
 
     mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,)
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_uid_bytes: int = DEFAULT_MAX_UID_BYTES
+    max_name_bytes: int = DEFAULT_MAX_NAME_BYTES
 
     def record(self, raw: bytes | None, now_ms: int | None = None) -> Event:
-        return decode_record(raw, self.mappings, self.max_event_bytes, now_ms, self.max_future_ms)
+        """A record of the ``events`` topic: Avro single-object (told by its marker) or JSON."""
+        if raw is None:
+            raise Rejected(Reason.NOT_JSON, "the record has no value (a tombstone)")
+        if len(raw) > self.max_event_bytes:
+            raise Rejected(Reason.TOO_LARGE,
+                           f"event is {len(raw)} bytes; the limit is {self.max_event_bytes}")
+        if is_single_object(raw):
+            return self._avro(raw, now_ms)
+        value, suspect = loads(raw, self.max_depth)
+        return self.object(value, now_ms, suspect)
 
-    def object(self, obj: Any, now_ms: int | None = None) -> Event:
-        return event_from_object(obj, self.mappings, now_ms, self.max_future_ms)
+    def object(self, obj: Any, now_ms: int | None = None, suspect: bool = True) -> Event:
+        """An event from a decoded JSON value; ``suspect=False`` only when :func:`loads` said so."""
+        if suspect:
+            check(obj, self.max_depth)
+        return event_from_object(obj, self.mappings, now_ms, self.max_future_ms,
+                                 max_uid_bytes=self.max_uid_bytes, max_name_bytes=self.max_name_bytes)
+
+    def _avro(self, raw: bytes, now_ms: int | None) -> Event:
+        try:
+            record = _event_codec().decode(raw)
+        except AvroError as exc:
+            raise Rejected(Reason.BAD_AVRO, str(exc)) from None
+        obj = dict(record)
+        for field, name in (("properties", "properties"), ("set", "$set"), ("set_once", "$set_once")):
+            try:
+                value, suspect = loads(record[field], self.max_depth - 1)
+            except Rejected as exc:
+                if exc.reason is Reason.NOT_JSON:
+                    raise Rejected(Reason.BAD_AVRO, f"the Avro event's {field} is not JSON: {exc}") from None
+                raise
+            if suspect:
+                check(value, self.max_depth - 1)
+            obj.pop(field)
+            obj[name] = value
+        return event_from_object(obj, (DEFAULT_MAPPING,), now_ms, self.max_future_ms,
+                                 max_uid_bytes=self.max_uid_bytes, max_name_bytes=self.max_name_bytes)
 
 
 def decode_record(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),
                   max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, now_ms: int | None = None,
                   max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> Event:
-    """Decode a record of the ``events`` topic: Avro single-object (told by its marker) or JSON."""
-    if raw is not None and is_single_object(raw):
-        if len(raw) > max_event_bytes:
-            raise Rejected(Reason.TOO_LARGE, f"event is {len(raw)} bytes; the limit is {max_event_bytes}")
-        try:
-            record = _event_codec().decode(raw)
-            obj = {**record, "$set": orjson.loads(record.pop("set")),
-                   "$set_once": orjson.loads(record.pop("set_once")),
-                   "properties": orjson.loads(record["properties"])}
-        except AvroError as exc:
-            raise Rejected(Reason.BAD_AVRO, str(exc)) from None
-        except ValueError as exc:
-            raise Rejected(Reason.BAD_AVRO, f"a JSON field of the Avro event is not JSON: {exc}") from None
-        return event_from_object(obj, (DEFAULT_MAPPING,), now_ms, max_future_ms)
-    return decode_event(raw, mappings, max_event_bytes, now_ms, max_future_ms)
+    """Decode a record of the ``events`` topic with the default limits (see :class:`Decoder`)."""
+    return Decoder(mappings, max_event_bytes, max_future_ms).record(raw, now_ms)
 
 
 def encode_avro(event: Event) -> bytes:

@@ -82,7 +82,7 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
 class FoldResult:
     """What folding one user's events of a batch gave (a plain class: one is made per user per batch)."""
 
-    __slots__ = ("value", "folded", "duplicates", "failed", "changed", "max_ts")
+    __slots__ = ("value", "folded", "duplicates", "failed", "changed", "max_ts", "redelivered")
 
     def __init__(self, value: dict[str, Any]) -> None:
         self.value = value
@@ -91,6 +91,7 @@ class FoldResult:
         self.failed: list[tuple[Event, int, str, BaseException]] = []
         self.changed: list[str] = []
         self.max_ts = 0
+        self.redelivered = False
 
 
 def new_value() -> dict[str, Any]:
@@ -220,19 +221,25 @@ def fold_value(
     if stored_ids or new_ids:
         meta["ids"] = _buckets(stored_ids, new_ids, oldest_day)
     value["profile"] = profile
+    result.redelivered = redelivered
     if ok:
-        before = orjson.loads(profile_json) if profile_json is not None else {}
-        changed = [k for k, v in profile.items() if before.get(k, _GONE) != v]
-        if not before.keys() <= profile.keys():  # a script dropped a field (rare)
-            changed += [k for k in before if k not in profile]
-        changed.sort()
-        result.changed = changed
+        result.changed = changed_fields(profile_json, profile)
     if redelivered:
         # Records are read again only when their batch was not acknowledged (a crash, a
         # rebalance): its changes may never have been announced, and what they were is not
         # known any more, so every field counts as changed.
         result.changed = sorted(profile)
     return result
+
+
+def changed_fields(profile_json: bytes | None, profile: dict[str, Any]) -> list[str]:
+    """The profile's top-level fields that differ from ``profile_json`` (None: a new user), sorted."""
+    before = orjson.loads(profile_json) if profile_json is not None else {}
+    changed = [k for k, v in profile.items() if before.get(k, _GONE) != v]
+    if not before.keys() <= profile.keys():  # a script dropped a field (rare)
+        changed += [k for k in before if k not in profile]
+    changed.sort()
+    return changed
 
 
 def dedup_id(event_id: str) -> str:

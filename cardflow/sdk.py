@@ -64,7 +64,7 @@ class Client:
         if settings is None:
             settings = load_settings(broker=broker) if broker else load_settings()
         self._topic = settings.topic(EVENTS)
-        self._max_bytes = settings.max_event_bytes
+        self._decoder = settings.decoder()
         self._max_future_ms = int(settings.max_future_hours * 3_600_000)
         self._source = source
         self._on_error = on_error
@@ -110,9 +110,11 @@ class Client:
     def _send(self, obj: dict[str, Any]) -> None:
         if self._source:
             obj["source"] = self._source
-        payload = dumps(obj)
-        if len(payload) > self._max_bytes:
-            raise Rejected(Reason.TOO_LARGE, f"event is {len(payload)} bytes; the limit is {self._max_bytes}")
+        try:
+            payload = dumps(obj)
+        except (TypeError, ValueError) as exc:  # not JSON-serialisable, or lone surrogates
+            raise Rejected(Reason.BAD_FIELD, f"the event cannot be written as JSON: {exc}") from None
+        self._decoder.record(payload)  # the worker's own checks, so what is sent will fold
         key = obj["uid"].encode()
         while True:
             try:

@@ -38,6 +38,9 @@ class DeadLetter:
     detail: str | None
     dlq_partition: int
     dlq_offset: int
+    truncated: bool = False  # the key or value was cut to fit max_record_bytes
+    value_bytes: int | None = None
+    key_bytes: int | None = None
 
     def summary(self) -> dict[str, Any]:
         value = self.value or b""
@@ -46,7 +49,8 @@ class DeadLetter:
             "source": f"{self.topic}[{self.partition}]@{self.offset}",
             "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
             "value": value[:200].decode("utf-8", "replace") + ("…" if len(value) > 200 else ""),
-            "bytes": len(value), "dead_at": self.dead_at,
+            "bytes": self.value_bytes if self.truncated and self.value_bytes is not None else len(value),
+            "truncated": self.truncated, "dead_at": self.dead_at,
         }
 
 
@@ -73,6 +77,8 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
     with a reason filter, so filtered replays leave the other reasons for
     later). Returns (re-submitted, skipped by the filter). Offsets are
     committed only after the broker acknowledged every re-submitted record.
+    A truncated dead letter (its record was over ``max_record_bytes``) no
+    longer holds the original bytes: it is skipped, counted with the filtered.
     """
     topic = settings.topic(EVENTS_DLQ)
     consumer = manual_consumer(settings, settings.topic("dlq-replay" + (f"-{reason}" if reason else "")))
@@ -88,7 +94,7 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
         for msg in read_to_end(consumer, topic, starts, timeout):
             positions.append(TopicPartition(topic, msg.partition(), msg.offset() + 1))
             letter = _decode(msg)
-            if reason is not None and letter.reason != reason:
+            if (reason is not None and letter.reason != reason) or letter.truncated:
                 skipped += 1
                 continue
             if not dry_run:

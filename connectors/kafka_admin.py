@@ -41,6 +41,12 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def max_message_bytes(settings: Settings) -> str:
+    """Topic-level ``max.message.bytes`` for what cardflow writes: at least the broker's default,
+    and room for a record batch around one record of ``max_record_bytes``."""
+    return str(max(1_048_588, settings.max_record_bytes + 65_536))
+
+
 def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_client_config())
 
@@ -73,7 +79,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
             "to the existing count, or use a new CARDFLOW_TOPIC_PREFIX."
         )
     new = [
-        NewTopic(name, settings.partitions, settings.replication_factor, config=spec.config)
+        NewTopic(name, settings.partitions, settings.replication_factor,
+                 config={"max.message.bytes": max_message_bytes(settings), **spec.config})
         for name, spec in wanted.items()
         if name not in existing
     ]

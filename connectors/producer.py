@@ -43,6 +43,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "partitioner": "murmur2_random",
         "compression.type": "lz4",
         "linger.ms": 5,
+        "message.max.bytes": settings.max_record_bytes,
         **extra,
     }
 

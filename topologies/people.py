@@ -22,7 +22,14 @@ from cardflow.card_results import Partial
 from cardflow.cards import Card, load_cards
 from cardflow.config import Settings
 from cardflow.connectors.faust_batches import BatchingApp
-from cardflow.connectors.kafka_admin import CARD_PARTIALS, EVENTS, EVENTS_DLQ, PROFILE_CHANGES, RESULTS
+from cardflow.connectors.kafka_admin import (
+    CARD_PARTIALS,
+    EVENTS,
+    EVENTS_DLQ,
+    PROFILE_CHANGES,
+    RESULTS,
+    max_message_bytes,
+)
 from cardflow.connectors.producer import BatchSink, producer_config
 from cardflow.profiles import decode_value, load_scripts
 
@@ -45,6 +52,7 @@ def build_people(settings: Settings) -> faust.App:
     profiles = app.Table(
         "profiles", partitions=settings.partitions, options=table_options(settings),
         key_type=bytes, value_type=bytes,  # bytes means the "raw" codec for store and changelog
+        extra_topic_configs={"max.message.bytes": max_message_bytes(settings)},
     )
     registry = CollectorRegistry()
     metrics = PeopleMetrics(registry)
@@ -56,7 +64,8 @@ def build_people(settings: Settings) -> faust.App:
         # groups them into fewer, larger requests (2 ms → 200 ms: the broker's CPU for a million
         # events' writes fell from 20 s to 6 s, on cores the worker shares; docs/benchmarks.md).
         BatchSink(producer_config(settings, **{"linger.ms": 200, "queue.buffering.max.messages": 500_000})),
-        settings.profile_cache_size,
+        settings.profile_cache_size, max_profile_bytes=settings.max_profile_bytes,
+        max_record_bytes=settings.max_record_bytes,
     )
     register_profiles(app, topics, folder, settings.batch_size, settings.batch_within_ms / 1000)
     cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)

@@ -12,7 +12,6 @@ import time
 import zlib
 from typing import Any, cast
 
-import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
@@ -20,6 +19,7 @@ from cardflow.config import Scope, Settings
 from cardflow.connectors.kafka_admin import EVENTS
 from cardflow.connectors.producer import AsyncProducer, Backpressure, BrokerUnavailable, producer_config
 from cardflow.events import Decoder, Event, Reason, Rejected
+from cardflow.limits import loads
 
 from .auth import SETTINGS_KEY, require
 from .errors import error
@@ -44,52 +44,82 @@ class IngestMetrics:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, decompressed, or a 413 past ``limit`` (chunked or not, before or after
+    gunzip). ``StreamReader.read(n)`` returns what one network read brought, not n bytes."""
     if request.content_length is not None and request.content_length > limit:
         raise error(413, "body_too_large",
                     f"the body is {request.content_length} bytes; the limit is {limit}")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
-    encoding = request.headers.get("Content-Encoding", "identity").lower()
-    if encoding == "gzip":
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise error(400, "bad_gzip", f"the gzip body cannot be decompressed: {exc}") from None
-        if len(body) > limit or inflater.unconsumed_tail:
-            raise error(413, "body_too_large", f"the decompressed body exceeds {limit} bytes")
-        if not inflater.eof:
-            raise error(400, "bad_gzip", "the gzip body is truncated")
-    elif encoding not in ("identity", ""):
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise error(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return _gunzip(body, limit)
+    if encoding not in ("identity", ""):
         raise error(415, "unsupported_encoding", f"Content-Encoding {encoding!r}: use gzip or none")
     return body
 
 
-def _items(body: bytes, content_type: str) -> list[Any]:
-    """The body as a list of JSON values; a line that is not JSON becomes a Rejected in place."""
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every gzip member of ``body`` (concatenated members are one valid gzip stream)."""
+    out: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise error(400, "bad_gzip", f"the gzip body cannot be decompressed: {exc}") from None
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise error(413, "body_too_large", f"the decompressed body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise error(400, "bad_gzip", "the gzip body is truncated")
+        out.append(part)
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):  # trailing zero padding is tolerated, as gzip(1) does
+            return b"".join(out)
+
+
+class _Item:
+    """One event of a body: its JSON value and whether ``limits.check`` must look at it."""
+
+    __slots__ = ("value", "suspect")
+
+    def __init__(self, value: Any, suspect: bool) -> None:
+        self.value, self.suspect = value, suspect
+
+
+def _items(body: bytes, content_type: str, max_depth: int) -> list[_Item | Rejected]:
+    """The body's events; a line that is not usable JSON becomes a Rejected in place."""
     if content_type in NDJSON_TYPES:
-        items: list[Any] = []
+        items: list[_Item | Rejected] = []
         for line in body.splitlines():
             if not line.strip():
                 continue
             try:
-                items.append(orjson.loads(line))
-            except ValueError as exc:
-                items.append(Rejected(Reason.NOT_JSON, f"not valid JSON: {exc}"))
+                items.append(_Item(*loads(line, max_depth)))
+            except Rejected as exc:
+                items.append(exc)
         return items
     if content_type not in JSON_TYPES:
         raise error(415, "unsupported_media_type",
                     f"Content-Type {content_type!r}: send application/json or application/x-ndjson")
     try:
-        value = orjson.loads(body)
-    except ValueError as exc:
-        raise error(400, "not_json", f"the body is not valid JSON: {exc}") from None
-    return value if isinstance(value, list) else [value]
+        value, suspect = loads(body, max_depth + 1)  # an array's events sit one level down
+    except Rejected as exc:
+        raise error(400, exc.reason.value, f"the body is not usable JSON: {exc.message}") from None
+    return [_Item(v, suspect) for v in value] if isinstance(value, list) else [_Item(value, suspect)]
 
 
 def _validate(
-    items: list[Any], decoder: Decoder, now_ms: int
+    items: list[_Item | Rejected], decoder: Decoder, now_ms: int
 ) -> tuple[list[tuple[int, Event, bytes]], list[dict[str, Any]]]:
     valid: list[tuple[int, Event, bytes]] = []
     rejected: list[dict[str, Any]] = []
@@ -97,9 +127,10 @@ def _validate(
         try:
             if isinstance(item, Rejected):
                 raise item
-            if isinstance(item, dict) and item.get("ts") is None:
-                item = {**item, "ts": now_ms}  # the push API stamps the receive time when none is sent
-            event = decoder.object(item, now_ms)
+            value = item.value
+            if isinstance(value, dict) and value.get("ts") is None:
+                value = {**value, "ts": now_ms}  # the push API stamps the receive time when none is sent
+            event = decoder.object(value, now_ms, item.suspect)
             payload = event.to_bytes()
             if len(payload) > decoder.max_event_bytes:
                 raise Rejected(Reason.TOO_LARGE,
@@ -110,7 +141,7 @@ def _validate(
     return valid, rejected
 
 
-async def _produce(request: web.Request, items: list[Any]) -> web.Response:
+async def _produce(request: web.Request, items: list[_Item | Rejected]) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     metrics: IngestMetrics = request.app[METRICS_KEY]
     if len(items) > settings.max_batch_events:
@@ -176,7 +207,7 @@ METRICS_KEY = web.AppKey("ingest_metrics", IngestMetrics)
 async def post_events(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     body = await _read_body(request, settings.max_body_bytes)
-    return await _produce(request, _items(body, request.content_type))
+    return await _produce(request, _items(body, request.content_type, settings.max_json_depth))
 
 
 @require(Scope.INGEST)
@@ -184,12 +215,13 @@ async def post_users(request: web.Request) -> web.Response:
     """``{"uid": …, "$set": {…}}`` (or ``properties``), one or a list: $set events."""
     settings = request.app[SETTINGS_KEY]
     body = await _read_body(request, settings.max_body_bytes)
-    items = []
-    for item in _items(body, request.content_type):
-        if isinstance(item, dict):
-            props = item.get("$set", item.get("properties"))
-            item = {"uid": item.get("uid"), "event": "$set", "ts": item.get("ts"),
-                    "$set": props if props is not None else {}}
+    items: list[_Item | Rejected] = []
+    for item in _items(body, request.content_type, settings.max_json_depth):
+        if isinstance(item, _Item) and isinstance(item.value, dict):
+            value = item.value
+            props = value.get("$set", value.get("properties"))
+            item = _Item({"uid": value.get("uid"), "event": "$set", "ts": value.get("ts"),
+                          "$set": props if props is not None else {}}, item.suspect)
         items.append(item)
     return await _produce(request, items)
 

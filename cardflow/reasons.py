@@ -1,0 +1,35 @@
+"""Why an event cannot be used: stable reason codes and the exception that carries one."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why an event was rejected; stable codes for dashboards and alerts."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_UID = "missing_uid"
+    MISSING_EVENT = "missing_event"
+    MISSING_TS = "missing_ts"
+    BAD_FIELD = "bad_field"
+    BAD_UID = "bad_uid"
+    BAD_NUMBER = "bad_number"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    BAD_AVRO = "bad_avro"
+    PROFILE_SCRIPT_ERROR = "profile_script_error"
+    PROFILE_TOO_LARGE = "profile_too_large"
+    INTERNAL_ERROR = "internal_error"
+
+
+class Rejected(ValueError):
+    """An event cannot be used. ``reason`` is a :class:`Reason`; the message says what to fix."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
