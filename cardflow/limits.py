@@ -57,7 +57,7 @@ def loads(raw: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, bo
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc).lower():
+        if "depth limit exceeded" in str(exc) or "recursion" in str(exc).lower():
             raise Rejected(Reason.TOO_DEEP, f"JSON nested deeper than orjson reads (1024 levels); "
                            f"the limit is {max_depth}") from None
         raise Rejected(Reason.NOT_JSON, f"not valid JSON: {exc}") from None
