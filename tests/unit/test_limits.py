@@ -124,7 +124,7 @@ def test_integers_are_kept_exactly_or_rejected(number: int) -> None:
 @pytest.mark.parametrize(("depth", "reason"), [(16, None), (17, Reason.TOO_DEEP), (1100, Reason.TOO_DEEP)])
 def test_depth_limit_counts_the_event_object(depth: int, reason: Reason | None) -> None:
     # The event object is level 1, properties level 2: properties' value adds the rest.
-    raw = ('{"uid":"u","event":"e","ts":%d,"properties":%s}' % (NOW, _deep(depth - 1))).encode()
+    raw = f'{{"uid":"u","event":"e","ts":{NOW},"properties":{_deep(depth - 1)}}}'.encode()
     verdict = _worker(raw)
     assert (verdict.reason if isinstance(verdict, Rejected) else None) == reason
 
@@ -170,7 +170,7 @@ def test_gzip_members_are_read_and_limits_hold() -> None:
 
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=6))
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_profiles_over_the_limit_refuse_the_event_that_outgrows_them(tmp_path: Path, sizes: list[int]) -> None:
+def test_profiles_over_the_limit_refuse_the_outgrowing_event(tmp_path: Path, sizes: list[int]) -> None:
     """Events of one user in one batch, each $set carrying ``size`` KiB: the fold keeps every
     event while the stored profile fits 24 KiB and dead-letters the rest as profile_too_large."""
     people = folder(tmp_path / f"db{len(list(tmp_path.iterdir()))}", cache_size=10)
