@@ -128,6 +128,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="TOKEN:scope[,scope];… with scopes ingest, read, admin; empty = no auth",
     )
+    api_max_line_bytes: int = Field(8190, ge=1024, le=1_048_576, description=(
+        "longest HTTP request line the API reads (aiohttp's default); longer: a JSON 400"))
+    api_max_header_bytes: int = Field(8190, ge=1024, le=1_048_576, description=(
+        "longest HTTP header the API reads (aiohttp's default); longer: a JSON 400"))
     # Ingest
     max_event_bytes: int = Field(64 * 1024, ge=256, le=1_000_000, description="largest accepted event")
     max_json_depth: int = Field(DEFAULT_MAX_DEPTH, ge=2, le=200, description=(

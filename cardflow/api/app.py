@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from .health import add_health_routes
 from .ingest import add_ingest_routes
 from .openapi import add_openapi_route
 from .profiles import add_profile_routes
+from .server import serve
 
 log = logging.getLogger(__name__)
 
@@ -57,5 +59,7 @@ def run_api(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     log.info("cardflow API on http://%s:%d/", settings.api_host, settings.api_port)
-    web.run_app(create_api(settings), host=settings.api_host, port=settings.api_port,
-                print=None, handle_signals=True)
+    try:
+        asyncio.run(serve(create_api(settings), settings))
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
