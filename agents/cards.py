@@ -31,7 +31,6 @@ import logging
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -121,7 +120,10 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
         return profile
 
     while True:
-        job = conn.recv()
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return  # the worker is gone (killed): nothing to answer, nothing to report
         if job is None:
             return
         partition, path, card_ids, keys = job
@@ -150,9 +152,12 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
                 offset, max_ts = max(offset, o), max(max_ts, t)
         cached[path], marks[path] = profiles, (offset, max_ts)
         rows = list(profiles.values())
-        conn.send(("loaded", len(rows), time.perf_counter() - started, offset, max_ts))
-        for card_id in card_ids:
-            conn.send_bytes(map_partition(cards[card_id], partition, rows, max_ts, offset).encode())
+        try:
+            conn.send(("loaded", len(rows), time.perf_counter() - started, offset, max_ts))
+            for card_id in card_ids:
+                conn.send_bytes(map_partition(cards[card_id], partition, rows, max_ts, offset).encode())
+        except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+            return
 
 
 # --- the parent side -------------------------------------------------------------------------------
@@ -164,11 +169,16 @@ class MapProcess:
     ``run`` blocks: call it from a thread (the scheduler uses a one-thread executor).
     """
 
-    def __init__(self, settings: Settings, cards: dict[str, Card], metrics: CardMetrics) -> None:
+    def __init__(self, settings: Settings, cards: dict[str, Card], metrics: CardMetrics,
+                 workdir: Path) -> None:
         self.settings = settings
         self.cards = cards
         self.metrics = metrics
-        self._workdir = tempfile.mkdtemp(prefix="cardflow-maps-")
+        # The child's secondary RocksDB instances. Under the worker's own data directory, not the
+        # system's temp: a killed worker's is removed by the next start (close() removes it too).
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        self._workdir = str(workdir)
         self._proc: Any = None
         self._conn: Connection | None = None
 

@@ -91,6 +91,13 @@ def create_app(settings: Settings, app_id: str, app_class: type[faust.App] = fau
         # An agent that crashes stops the worker (non-zero exit) instead of being
         # restarted forever on the same message.
         "agent_supervisor": "mode.CrashingSupervisor",
+        # Availability: a dead worker's partitions move after the session timeout (Faust's 60 s
+        # stalled every partition for a minute per kill), and a named worker is a static member.
+        "broker_session_timeout": settings.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": settings.heartbeat_interval_ms / 1000,
+        "broker_rebalance_timeout": settings.rebalance_timeout_ms / 1000,
+        "broker_request_timeout": max(90.0, settings.session_timeout_ms / 1000 + 10),
+        "consumer_group_instance_id": f"{app_id}-{settings.worker_name}" if settings.worker_name else None,
     }
     options.update(overrides)
     return app_class(app_id, **options)

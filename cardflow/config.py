@@ -166,6 +166,17 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(1, ge=0, le=10, description=(
         "copies of each profiles partition other workers keep up to date (fast failover; each "
         "copy replays the changelog)"))
+    worker_name: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,200}$", description=(
+        "a stable name for this worker (e.g. the pod name): static group membership, so a "
+        "restart within session_timeout_ms takes its partitions back without a rebalance; "
+        "unique per worker; empty: dynamic membership"))
+    session_timeout_ms: int = Field(10_000, ge=1_000, le=1_800_000, description=(
+        "a worker that sends no heartbeat this long is out of the group and its partitions "
+        "move (Faust's default is 60 s)"))
+    heartbeat_interval_ms: int = Field(2_000, ge=100, le=600_000,
+                                       description="heartbeats to the group coordinator")
+    rebalance_timeout_ms: int = Field(30_000, ge=1_000, le=1_800_000, description=(
+        "how long the group waits for members to rejoin in a rebalance"))
     worker_urls: tuple[str, ...] = Field(
         ("http://127.0.0.1:6066",), description="people workers' web servers, for profile lookups"
     )
@@ -260,6 +271,13 @@ class Settings(BaseSettings):
             if getattr(self, name) > self.max_record_bytes - 16_384:
                 raise ValueError(f"{name} ({getattr(self, name)}) must stay 16 KiB below "
                                  f"max_record_bytes ({self.max_record_bytes}), which bounds every record")
+        return self
+
+    @model_validator(mode="after")
+    def _group_timeouts(self) -> Settings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be at most a "
+                             f"third of session_timeout_ms ({self.session_timeout_ms})")
         return self
 
     @model_validator(mode="after")

@@ -201,6 +201,18 @@ class BatchingConsumer(AIOKafkaConsumer):
         return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in the worker
+        try:
+            await self._drain_batches(fetcher)
+        except asyncio.CancelledError:
+            # Faust's fetcher (0.15.3 ``_Fetcher._fetcher``) treats a cancellation during a
+            # rebalance as "restart me" and calls ``self.supervisor.wakeup()``, which a stopping
+            # worker's fetcher does not have: SIGTERM mid-rebalance ended in AttributeError and
+            # exit 1. When the app itself is stopping, the cancellation is the stop: return.
+            if self.app.should_stop:
+                return
+            raise
+
+    async def _drain_batches(self, fetcher: Any) -> None:
         app = self.app
         assert isinstance(app, BatchingApp)
         fetcher_stopped = fetcher._stopped.is_set

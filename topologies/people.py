@@ -95,6 +95,7 @@ def build_people(settings: Settings) -> faust.App:
 
     @app.page("/metrics/")
     async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        metrics.lag.clear()  # partitions this worker no longer holds have no lag of its own
         for tp in app.consumer.assignment():
             if tp.topic == topics.events.get_topic_name():
                 high = app.consumer.highwater(tp)
@@ -118,7 +119,8 @@ def _add_cards(app: faust.App, settings: Settings, cards: tuple[Card, ...], prof
         await partials.send(key=partial_key(partial.card_id, partial.partition), value=partial.encode(),
                             partition=card_partition(partial.card_id, settings.partitions))
 
-    process = MapProcess(settings, {card.id: card for card in cards}, metrics)
+    process = MapProcess(settings, {card.id: card for card in cards}, metrics,
+                         settings.data_dir / "card-maps" / app.conf.id)
     scheduler = CardScheduler(
         cards, process, send, owned, profiles.data.partition_path,  # type: ignore[attr-defined]
         busy=lambda: bool(app.rebalancing or getattr(app, "in_recovery", False)))

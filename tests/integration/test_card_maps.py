@@ -34,7 +34,7 @@ def test_maps_follow_writes_and_survive_bad_cards(tmp_path: Path, settings: Sett
     db[FAUST_KEY_PREFIX + b"\x00offset__"] = b"41"
     put(db, "a", {"view": 2}, 10)
     put(db, "b", {"view": 1, "buy": 1}, 12)
-    process = MapProcess(settings, cards, CardMetrics(CollectorRegistry()))
+    process = MapProcess(settings, cards, CardMetrics(CollectorRegistry()), settings.data_dir / "maps")
     try:
         partials, overran = process.run(0, path, ["quitter", "top-events", "broken", "forever"])
         by_card = {p.card_id: p for p in partials}
