@@ -20,7 +20,15 @@ _ERRORS = {
     "413": _json(_ERROR, "body, batch or event over the configured limits"),
     "415": _json(_ERROR, "unsupported Content-Type or Content-Encoding"),
     "429": _json(_ERROR, "the ingest queue is full; see Retry-After"),
+    "502": _json(_ERROR, "Kafka refused the events for another reason than being unreachable"),
     "503": _json(_ERROR, "Kafka did not acknowledge; retry (events dedup by event_id)"),
+    "504": _json(_ERROR, "?wait=true: stored, but not all in profiles within wait_timeout_ms"),
+}
+
+_READ_ERRORS = {
+    "400": _json(_ERROR, "a request the server cannot read (e.g. a URL over api_max_line_bytes)"),
+    "401": _json(_ERROR, "missing or invalid bearer token (GET also takes ?token=)"),
+    "403": _json(_ERROR, "the token lacks the read scope"),
 }
 
 _BODY = {
@@ -104,32 +112,32 @@ DOCUMENT: dict[str, Any] = {
             "parameters": [{"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "the profile and its bookkeeping"},
                           "404": _json(_ERROR, "unknown uid"),
-                          "503": _json(_ERROR, "no people worker answered")},
+                          "503": _json(_ERROR, "no people worker answered"), **_READ_ERRORS},
         }},
         "/v1/cards": {"get": {
             "summary": "Every card's latest result; complete is false while the results are still loading",
             "security": [{"bearer": []}],
             "responses": {"200": _json({"type": "object", "properties": {
                 "cards": {"type": "array", "items": {"$ref": "#/components/schemas/Card"}},
-                "complete": {"type": "boolean"}}}, "the cards")},
+                "complete": {"type": "boolean"}}}, "the cards"), **_READ_ERRORS},
         }},
         "/v1/cards/{id}": {"get": {
             "summary": "One card's latest result",
             "security": [{"bearer": []}],
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _json({"$ref": "#/components/schemas/Card"}, "the card"),
-                          "404": _json(_ERROR, "unknown card")},
+                          "404": _json(_ERROR, "unknown card"), **_READ_ERRORS},
         }},
         "/v1/cards/{id}/stream": {"get": {
             "summary": "Server-sent events: the card's result now and on every change (event: result)",
             "security": [{"bearer": []}],
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "text/event-stream"}},
+            "responses": {"200": {"description": "text/event-stream"}, **_READ_ERRORS},
         }},
         "/v1/cards/stream": {"get": {
             "summary": "Server-sent events for every card (what the dashboard uses)",
             "security": [{"bearer": []}],
-            "responses": {"200": {"description": "text/event-stream"}},
+            "responses": {"200": {"description": "text/event-stream"}, **_READ_ERRORS},
         }},
         "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"summary": "readiness: the broker answers",

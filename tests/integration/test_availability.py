@@ -47,14 +47,17 @@ class ChangelogWatch(threading.Thread):
         self.consumer.close()
 
     def longest_stall(self, start: float, end: float, partitions: int) -> float:
-        """The longest time in [start, end] that some partition went without a write."""
+        """The longest time some partition went without a write, over the gaps that begin in
+        [start, end] (a stall that began before ``end`` counts whole, however long it lasts)."""
         last = dict.fromkeys(range(partitions), start)
         worst = 0.0
         for at, partition in self.writes:
-            if start <= at <= end:
+            if at < start:
+                continue
+            if last[partition] <= end:
                 worst = max(worst, at - last[partition])
-                last[partition] = at
-        return max(worst, *(end - t for t in last.values()))
+            last[partition] = at
+        return worst
 
 
 def test_kill_9_every_10_s_stalls_seconds_not_a_minute(settings: Settings, service) -> None:
@@ -93,15 +96,17 @@ def test_kill_9_every_10_s_stalls_seconds_not_a_minute(settings: Settings, servi
     watch.stopping.set()
     watch.join()
     last_write = max(at for at, _ in watch.writes)
-    stalls = [watch.longest_stall(k, min(k + KILL_EVERY + 10, sent), settings.partitions) for k in kills]
+    ends = [*kills[1:], sent]  # each kill's stalls are those that begin before the next kill
+    stalls = [watch.longest_stall(k, end, settings.partitions) for k, end in zip(kills, ends, strict=True)]
     catch_up = last_write - sent
     print(f"\nsoak: {len(events)} events, {len(kills)} kill -9 (one with a lost RocksDB directory); "
           f"longest per-partition stall after each kill: {', '.join(f'{s:.1f}s' for s in stalls)}; "
           f"last event folded {catch_up:.1f}s after the last was sent")
     assert len(table) == len(truth(events))
-    # Not a timing target (docs/benchmarks.md has the numbers): a dead member used to hold its
-    # partitions for Faust's 60 s session timeout and stall every partition for 60-90 s.
-    assert max(stalls) < 60 and catch_up < 60, (stalls, catch_up)
+    # Bounds, not timing targets (docs/benchmarks.md has the numbers: ~3 s stalls, catch-up
+    # under 1 s), far from what Faust's defaults gave on this test (no static membership, 60 s
+    # session timeout): stalls of 43-63 s after each kill, catch-up 40 s.
+    assert max(stalls) <= 30 and catch_up <= 20, (stalls, catch_up)
 
     for svc in running:  # the killed workers' card processes exited without a traceback
         assert "Traceback" not in svc.output(), svc.output()[-3000:]
