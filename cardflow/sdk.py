@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, Producer
 from cardflow.config import Settings, load_settings
 from cardflow.connectors.kafka_admin import EVENTS
 from cardflow.connectors.producer import producer_config
-from cardflow.events import Reason, Rejected, dumps, parse_ts
+from cardflow.events import Reason, Rejected, parse_ts
 
 # Provenance travels in a header, so the envelope is the same whichever way an event came.
 _VIA: list[tuple[str, str | bytes | None]] = [("cardflow-via", b"python-sdk")]
@@ -110,11 +110,7 @@ class Client:
     def _send(self, obj: dict[str, Any]) -> None:
         if self._source:
             obj["source"] = self._source
-        try:
-            payload = dumps(obj)
-        except (TypeError, ValueError) as exc:  # not JSON-serialisable, or lone surrogates
-            raise Rejected(Reason.BAD_FIELD, f"the event cannot be written as JSON: {exc}") from None
-        self._decoder.record(payload)  # the worker's own checks, so what is sent will fold
+        payload = self._decoder.check_sent(obj)  # the worker's own checks: what is sent will fold
         key = obj["uid"].encode()
         while True:
             try:

@@ -191,3 +191,31 @@ def test_profiles_over_the_limit_refuse_the_outgrowing_event(tmp_path: Path, siz
     assert people.metrics.folded._value.get() + len(letters) == len(sizes)
     assert all(len(v) <= 24 * 1024 for v in stored)
     assert abs(people.metrics.folded._value.get() - kept) <= 1  # the envelope's size is approximate
+
+
+@FAST
+@given(uid=odd_text, name=odd_text, props=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+       event_id=st.none() | st.text(max_size=10) | st.integers() | st.lists(st.integers(), max_size=2),
+       depth=st.integers(0, 40))
+def test_the_sdks_check_agrees_with_the_worker(uid: str, name: str, props: dict[str, Any],
+                                               event_id: Any, depth: int) -> None:
+    """``Decoder.check_sent`` (the SDK's cheap check of the envelope it built) refuses exactly
+    what the worker's decoder refuses, for the same reason."""
+    obj: dict[str, Any] = {"uid": uid, "event": name, "ts": NOW, "properties": {**props, "d": orjson.loads(_deep(depth))}}
+    if event_id is not None:
+        obj["event_id"] = event_id
+    try:
+        payload = DECODER.check_sent(obj)
+    except Rejected as exc:
+        sdk: Rejected | None = exc
+    else:
+        sdk = None
+    try:
+        worker: Rejected | None = None
+        DECODER.record(payload if sdk is None else json.dumps(obj).encode(), NOW)
+    except Rejected as exc:
+        worker = exc
+    except (TypeError, ValueError):  # not even the stdlib can write it: the SDK said why
+        assert sdk is not None and sdk.reason is Reason.BAD_FIELD
+        return
+    assert (sdk and sdk.reason) == (worker and worker.reason), (sdk, worker)
