@@ -195,9 +195,11 @@ def worker(ctx: click.Context, topology: str) -> None:
     """Run one topology's Faust worker until SIGTERM or Ctrl-C."""
     import faust
 
+    from cardflow.connectors.kafka_admin import check_record_limits
     from cardflow.topologies import TOPOLOGIES
 
     settings = _settings(ctx)
+    check_record_limits(settings)  # before a record the broker cannot take stops the worker
     app = TOPOLOGIES[topology](settings)
     # The root logger stays at DEBUG under mode, so Faust's and aiokafka's per-message debug
     # calls build log records that are then dropped: a few percent of a busy worker.

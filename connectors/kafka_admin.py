@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cardflow.config import Settings
 
@@ -47,6 +47,35 @@ def max_message_bytes(settings: Settings) -> str:
     return str(max(1_048_588, settings.max_record_bytes + 65_536))
 
 
+RECORD_SLACK = 1024  # a record batch's framing around one record
+
+
+def check_record_limits(settings: Settings, timeout: float = 30.0) -> None:
+    """Raise TopicError when a topic cardflow writes takes smaller records than
+    ``max_record_bytes``: the broker would refuse a legitimate changelog record or dead letter,
+    and the worker would stop on it at every restart. Topics not created yet are skipped."""
+    admin = admin_client(settings)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise TopicError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
+    written = [settings.topic(name) for name in (EVENTS, EVENTS_DLQ, PROFILE_CHANGES)]
+    written.append(settings.topic("people-profiles-changelog"))
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in written if t in existing]
+    small = []
+    for resource, future in (admin.describe_configs(resources, request_timeout=timeout).items()
+                             if resources else []):
+        limit = int(future.result(timeout)["max.message.bytes"].value)
+        if limit < settings.max_record_bytes + RECORD_SLACK:
+            small.append(f"{resource.name} takes records up to {limit} bytes")
+    if small:
+        raise TopicError(
+            f"{'; '.join(small)}, below max_record_bytes ({settings.max_record_bytes}) + "
+            f"{RECORD_SLACK}: raise the topics' max.message.bytes (kafka-configs.sh --alter "
+            f"--add-config max.message.bytes={max_message_bytes(settings)}) or lower "
+            "CARDFLOW_MAX_RECORD_BYTES (and max_event_bytes, max_profile_bytes with it)")
+
+
 def admin_client(settings: Settings) -> AdminClient:
     return AdminClient(settings.kafka_client_config())
 
@@ -55,8 +84,15 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     """Create missing topics; return ``{topic: "created" | "exists"}``.
 
     Raises TopicError when an existing topic's partition count differs from
-    ``settings.partitions``: changing it would move users between partitions.
+    ``settings.partitions`` (changing it would move users between partitions),
+    or when one takes smaller records than ``max_record_bytes``.
     """
+    outcome = _create_topics(settings, timeout)
+    check_record_limits(settings, timeout)
+    return outcome
+
+
+def _create_topics(settings: Settings, timeout: float) -> dict[str, str]:
     admin = admin_client(settings)
     try:
         existing = admin.list_topics(timeout=timeout).topics
@@ -94,7 +130,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
                     raise TopicError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
                 outcome[name] = "exists"
         # A concurrent creator may have won with another count: check again.
-        return ensure_topics(settings, timeout) if any(
+        return _create_topics(settings, timeout) if any(
             v == "exists" for k, v in outcome.items() if k in {t.topic for t in new}
         ) else outcome
     return outcome

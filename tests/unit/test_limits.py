@@ -201,7 +201,8 @@ def test_the_sdks_check_agrees_with_the_worker(uid: str, name: str, props: dict[
                                                event_id: Any, depth: int) -> None:
     """``Decoder.check_sent`` (the SDK's cheap check of the envelope it built) refuses exactly
     what the worker's decoder refuses, for the same reason."""
-    obj: dict[str, Any] = {"uid": uid, "event": name, "ts": NOW, "properties": {**props, "d": orjson.loads(_deep(depth))}}
+    props = {**props, "d": orjson.loads(_deep(depth))}
+    obj: dict[str, Any] = {"uid": uid, "event": name, "ts": NOW, "properties": props}
     if event_id is not None:
         obj["event_id"] = event_id
     try:
