@@ -20,6 +20,7 @@ from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
 from cardflow.local_kafka import free_port
 
+from ..helpers import http, wait_until
 from .test_people import make_events, produce, truth, wait_profiles
 
 RATE = 3_000  # events/s: 100k events take ~33 s, three kills while they flow
@@ -124,3 +125,45 @@ def test_kill_9_every_10_s_stalls_seconds_not_a_minute(settings: Settings, servi
     assert codes == [0, 0], [running[0].output()[-3000:], joining.output()[-3000:]]
     leftovers: list[Any] = [p for w in (workers[0], third) for p in (w.data_dir / "card-maps").glob("*")]
     assert leftovers == [], leftovers
+
+    # Lag gauges name only the partitions a worker holds: w1, alone, holds all four (once the
+    # stopped static members' sessions expired); when w0 is back, w1 shows only what it kept.
+    wait_until(lambda: len(lag_partitions(workers[1])) == settings.partitions, timeout=60,
+               what="the remaining worker to hold every partition")
+    running[0] = service(["worker", "people"], workers[0])
+
+    def split() -> bool:
+        mine, theirs = lag_partitions(workers[0]), lag_partitions(workers[1])
+        return bool(mine and theirs and not mine & theirs and len(mine | theirs) == settings.partitions)
+
+    wait_until(split, timeout=90, what="the two workers' lag gauges to split the partitions")
+
+    # A worker that does not come back: its partitions move after the session timeout, to the
+    # worker that keeps standbys of them, while events flow.
+    more = make_events(20_000, 5_000, seed=17)
+    more = [{**e, "ts": e["ts"] + 1} for e in more]  # other event times: no id shared with events
+    watch = ChangelogWatch(settings)
+    watch.start()
+    feeder = threading.Thread(target=produce, args=(settings, more, 2_000))
+    feeder.start()
+    time.sleep(2)
+    gone = time.monotonic()
+    running[0].proc.kill()
+    feeder.join()
+    sent = time.monotonic()
+    wait_profiles(settings, truth(events + more), timeout=240)
+    watch.stopping.set()
+    watch.join()
+    stall = watch.longest_stall(gone, sent, settings.partitions)
+    print(f"soak: a worker gone for good: its partitions stalled {stall:.1f}s "
+          f"(session_timeout_ms {settings.session_timeout_ms})")
+    assert stall <= settings.session_timeout_ms / 1000 + 20, stall
+
+
+def lag_partitions(worker: Settings) -> set[str]:
+    """The partitions a worker's /metrics gives a lag gauge for."""
+    try:
+        status, _, text = http("GET", f"http://127.0.0.1:{worker.worker_web_port}/metrics/", timeout=5)
+    except OSError:
+        return set()
+    return {line.split('"')[1] for line in text.splitlines() if line.startswith("cardflow_people_lag{")}
