@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cardflow.agents.profiles import uid_partition
+from cardflow.agents.profiles import DEAD_LETTER, uid_partition
 from cardflow.api.errors import ApiError
 from cardflow.api.ingest import _gunzip, _items, _validate
 from cardflow.events import Decoder, Event, Reason, Rejected, encode_avro
 from cardflow.limits import check, loads
-from cardflow.profiles import decode_value, encode_value, fold_value, new_value
+from cardflow.profiles import decode_value, encode_value, fold_value, new_value, profile_script
 from cardflow.standard import standard
 
 from .test_profile_folder import Record, folder, runs
@@ -220,3 +220,64 @@ def test_the_sdks_check_agrees_with_the_worker(uid: str, name: str, props: dict[
         assert sdk is not None and sdk.reason is Reason.BAD_FIELD
         return
     assert (sdk and sdk.reason) == (worker and worker.reason), (sdk, worker)
+
+
+@profile_script("fragile", version="1")
+def fragile(profile: dict[str, Any], event: Event) -> None:
+    """A user's script doing what scripts do wrong, chosen by the event's properties."""
+    what = event.properties.get("do") if isinstance(event.properties.get("do"), str) else None
+    if what == "raise":
+        raise RuntimeError("boom")
+    if what == "set":
+        profile["seen"] = {event.event}  # a set: not JSON
+    elif what == "deep":
+        profile["deep"] = orjson.loads(_deep(300))  # deeper than orjson writes
+    elif what == "huge":
+        profile["huge"] = "h" * 40_000
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[Record]:
+    """Records of a few users (some on the wrong partition, some re-delivered) mixed with
+    generated raw events and the fragile script's triggers."""
+    out: list[Record] = []
+    offsets = [0] * 4
+    for _ in range(draw(st.integers(1, 40))):
+        if draw(st.integers(0, 2)) == 0:
+            raw = draw(raw_events())
+            uid = b"odd"
+        else:
+            user = f"u{draw(st.integers(0, 5))}"
+            uid = user.encode()
+            do = draw(st.sampled_from([None, None, "raise", "set", "deep", "huge"]))
+            raw = orjson.dumps({"uid": user, "event": "e", "ts": NOW - draw(st.integers(0, 10**9)),
+                                "properties": {"do": do} if do else {}})
+        partition = uid_partition(uid, 4) if draw(st.integers(0, 5)) else draw(st.integers(0, 3))
+        out.append(Record("events", partition, offsets[partition], NOW, uid, raw))
+        offsets[partition] += 1
+        if draw(st.integers(0, 9)) == 0:
+            out.append(out[-1])  # re-delivered
+    return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+@given(batches())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+def test_whatever_records_and_scripts_do_each_ends_one_way(tmp_path: Path, records: list[Record]) -> None:
+    """One in, one out, and nothing stored the broker or orjson could refuse."""
+    people = folder(tmp_path / f"db{len(list(tmp_path.iterdir()))}", cache_size=3)
+    people.scripts = (standard, fragile)
+    people.max_profile_bytes = 32 * 1024
+    people.process(runs(records))
+    m = people.metrics
+    dead = sum(s.value for metric in m.dead_lettered.collect() for s in metric.samples
+               if s.name.endswith("_total"))
+    assert m.consumed._value.get() == len(records)
+    assert len(records) == m.folded._value.get() + m.duplicates._value.get() + dead + m.rerouted._value.get()
+    sent = people.sink.sent  # type: ignore[attr-defined]
+    assert len([1 for topic, *_ in sent if topic == "dlq"]) == dead
+    for topic, _, value, _ in sent:
+        if topic == "changelog":
+            assert len(value) <= people.max_profile_bytes and decode_value(value)
+        elif topic == "dlq":
+            assert DEAD_LETTER.decode(value)["reason"] in {r.value for r in Reason}
