@@ -50,6 +50,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
+from faust.types.tuples import ack_lock
 
 BACKLOG_WAIT = 0.05  # seconds a poll waits for a backlog's next fetch (it returns as records arrive)
 
@@ -358,13 +359,16 @@ class BatchingConsumer(AIOKafkaConsumer):
                         else:
                             self._add_gap_now(tp, start, end)
                     offsets.extend(trailing)
-                committed = self._committed_offset[tp]
-                index = self._acked_index[tp]
-                fresh = [o for o in offsets if (committed is None or o >= committed) and o not in index]
-                index.update(fresh)
-                self._acked[tp].extend(fresh)
-                self._n_acked += len(fresh)
-                self._read_offset[tp] = last
+                # Under faust's ack_lock, as 0.15.3's Consumer.ack keeps this bookkeeping (shared
+                # with Message.ack on other threads): once per partition per batch.
+                with ack_lock:
+                    committed = self._committed_offset[tp]
+                    index = self._acked_index[tp]
+                    fresh = [o for o in offsets if (committed is None or o >= committed) and o not in index]
+                    index.update(fresh)
+                    self._acked[tp].extend(fresh)
+                    self._n_acked += len(fresh)
+                    self._read_offset[tp] = last
 
     def _add_gap_now(self, tp: TP, start: int, end: int) -> None:
         """Faust's ``_add_gap`` (offsets ``start``..``end`` need no ack), without its yield."""
