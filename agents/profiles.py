@@ -263,9 +263,9 @@ class ProfileFolder:
         try:
             result = fold_value(value, profile_json, events, self.scripts, self.horizon_ms)
             stored = encode_value(result.value)
-            if len(stored) > self.max_profile_bytes:
-                raise Rejected(Reason.PROFILE_TOO_LARGE, "")  # found out event by event below
         except Exception:  # noqa: BLE001 - the events' failures, never the worker's
+            stored = None
+        if stored is None or len(stored) > self.max_profile_bytes:  # which events: one at a time
             result, stored, refused = self._fold_each(key, partition, events)
         for _, offset, script, exc in result.failed:
             self._dead_letter(self._record_at(batch, partition, offset), Reason.PROFILE_SCRIPT_ERROR.value,

@@ -278,6 +278,7 @@ def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int, m
     """The common well-formed envelope, without the general path's lookups; None to take that path."""
     uid, name, ts = obj.get("uid"), obj.get("event"), obj.get("ts")
     props, set_, once = obj.get("properties", {}), obj.get("$set", {}), obj.get("$set_once", {})
+    # text_problem's rules, inlined for the common event; anything in doubt takes the general path.
     if not (type(uid) is str and uid and type(name) is str and name and type(ts) is int
             and type(props) is dict and type(set_) is dict and type(once) is dict
             and len(uid) * 4 <= max_uid_bytes and len(name) * 4 <= max_name_bytes

@@ -12,7 +12,7 @@ silently, so every path — the push API, the SDK, the worker — parses through
     >>> check(value, 64)
     Traceback (most recent call last):
     ...
-    cardflow.events.Rejected: the integer 18446744073709551616 does not fit 64 bits; send it as a string
+    cardflow.reasons.Rejected: the integer 18446744073709551616 does not fit 64 bits; send it as a string
 
 Both checks are cheap on the common event: depth is walked only when the raw
 bytes hold at least ``max_depth`` brackets, and the exact parse runs only

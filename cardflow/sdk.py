@@ -65,7 +65,6 @@ class Client:
             settings = load_settings(broker=broker) if broker else load_settings()
         self._topic = settings.topic(EVENTS)
         self._decoder = settings.decoder()
-        self._max_future_ms = int(settings.max_future_hours * 3_600_000)
         self._source = source
         self._on_error = on_error
         self._failed: list[tuple[dict[str, Any], KafkaError]] = []
@@ -105,7 +104,7 @@ class Client:
     def _ts(self, ts: Any) -> int:
         if ts is None:
             return int(time.time() * 1000)
-        return parse_ts(ts, max_future_ms=self._max_future_ms)
+        return parse_ts(ts, max_future_ms=self._decoder.max_future_ms)
 
     def _send(self, obj: dict[str, Any]) -> None:
         if self._source:
