@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 
 from cardflow.config import Settings, load_settings
 from cardflow.connectors.kafka_admin import ensure_topics
-from cardflow.connectors.producer import producer_config
+from cardflow.kafka_clients import producer_config
 from cardflow.local_kafka import LocalKafka, free_port
 from cardflow.sdk import Client
 

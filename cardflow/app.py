@@ -6,50 +6,12 @@ topic defaults, so the people, archive and warehouse apps agree on them.
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import faust
 
-from cardflow.config import SecurityProtocol, Settings
-
-
-def ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """The TLS context for SSL and SASL_SSL clusters; None otherwise."""
-    if settings.security_protocol not in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
-        return None
-    context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
-    if settings.ssl_certfile:
-        context.load_cert_chain(str(settings.ssl_certfile),
-                                str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
-    return context
-
-
-def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
-    """Faust/aiokafka credentials for SASL and TLS clusters; None for PLAINTEXT."""
-    context = ssl_context(settings)
-    if settings.security_protocol.value.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
-            mechanism=settings.sasl_mechanism.value if settings.sasl_mechanism else None,
-            ssl_context=context,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
-
-
-def aiokafka_options(settings: Settings) -> dict[str, Any]:
-    """Connection options for a plain aiokafka client (the API's results reader)."""
-    options: dict[str, Any] = {"bootstrap_servers": settings.broker.split(","),
-                               "security_protocol": settings.security_protocol.value,
-                               "ssl_context": ssl_context(settings)}
-    if settings.sasl_mechanism:
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        options.update(sasl_mechanism=settings.sasl_mechanism.value,
-                       sasl_plain_username=settings.sasl_username, sasl_plain_password=password)
-    return options
+from cardflow.config import Settings
+from cardflow.kafka_clients import faust_broker
 
 
 def table_options(settings: Settings) -> dict[str, Any]:
@@ -69,8 +31,7 @@ def create_app(settings: Settings, app_id: str, app_class: type[faust.App] = fau
     datadir = settings.data_dir / "workers" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
-        "broker": ";".join(f"kafka://{s.strip()}" for s in settings.broker.split(",")),
-        "broker_credentials": broker_credentials(settings),
+        **faust_broker(settings),
         "store": "rocksdb://",
         "datadir": str(datadir),
         "topic_partitions": settings.partitions,

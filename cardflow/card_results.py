@@ -20,9 +20,20 @@ import orjson
 
 from cardflow.cards import Card, decode_partial, encode_partial
 from cardflow.codec import AvroCodec
+from cardflow.partitioning import partition_of
 
 CARD_PARTIAL = AvroCodec.named("CardPartial")
 CARD_RESULT = AvroCodec.named("CardResult")
+
+
+def partial_key(card_id: str, partition: int) -> bytes:
+    """The key of a partial in card-partials: compaction keeps the latest per (card, partition)."""
+    return f"{card_id}/{partition}".encode()
+
+
+def card_partition(card_id: str, partitions: int) -> int:
+    """The card-partials partition holding every partial of ``card_id`` (one reducer owns a card)."""
+    return partition_of(card_id.encode(), partitions)
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,9 @@ from typing import Any, ClassVar
 import orjson
 from pyroaring import BitMap
 
+from cardflow.errors import CardError
 from cardflow.plugins import objects_at
 from cardflow.widgets import Widget, WidgetError
-
-
-class CardError(ValueError):
-    """A card cannot be loaded, or its partials cannot be merged or encoded."""
 
 
 class Card:

@@ -4,49 +4,43 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from cardflow.config import ConfigError, Settings, load_settings
+from cardflow.config import Settings, load_settings
+from cardflow.errors import CardflowError
 
-F = TypeVar("F", bound=Callable[..., Any])
 
+class _UserError(click.ClickException):
+    """Printed as `Error: …` with the error's exit code, never as a traceback."""
 
-class CardflowError(click.ClickException):
-    """Printed as `error: …` with exit code 1, never as a traceback."""
+    def __init__(self, error: CardflowError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
 
     def format_message(self) -> str:
         return self.message
 
 
-def _errors_as_messages(func: F) -> F:
-    """Known failures become one clear message and a non-zero exit."""
-    from cardflow.connectors.kafka_admin import TopicError
-    from cardflow.local_kafka import BrokerError
+class _Commands(click.Group):
+    """Every command's :class:`CardflowError` (a user mistake, an unreachable broker) ends here,
+    once, as one line and an exit code; anything else is a bug and keeps its traceback."""
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return func(*args, **kwargs)
-        except (ConfigError, BrokerError, TopicError) as exc:
-            raise CardflowError(str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
+            return super().invoke(ctx)
+        except CardflowError as exc:
+            raise _UserError(exc) from exc
 
 
 def _settings(ctx: click.Context) -> Settings:
-    try:
-        settings: Settings = ctx.obj or load_settings(ctx.find_root().params.get("config"))
-    except ConfigError as exc:
-        raise CardflowError(str(exc)) from exc
+    settings: Settings = ctx.obj or load_settings(ctx.find_root().params.get("config"))
     ctx.obj = settings
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="CARDFLOW_CONFIG",
               help="YAML settings file (also CARDFLOW_CONFIG). CARDFLOW_* variables override it.")
 @click.version_option(package_name="cardflow")
@@ -66,7 +60,6 @@ def kafka() -> None:
 @kafka.command("fetch")
 @click.option("--refresh", is_flag=True, help="Download again even when the cache looks complete.")
 @click.pass_context
-@_errors_as_messages
 def kafka_fetch(ctx: click.Context, refresh: bool) -> None:
     """Download the pinned Kafka jars with Maven into the cache (once)."""
     from cardflow.local_kafka import LocalKafka
@@ -78,7 +71,6 @@ def kafka_fetch(ctx: click.Context, refresh: bool) -> None:
 
 @kafka.command("start")
 @click.pass_context
-@_errors_as_messages
 def kafka_start(ctx: click.Context) -> None:
     """Start the local broker (fetching Kafka first if needed) and print its address."""
     from cardflow.local_kafka import LocalKafka
@@ -90,7 +82,6 @@ def kafka_start(ctx: click.Context) -> None:
 
 @kafka.command("stop")
 @click.pass_context
-@_errors_as_messages
 def kafka_stop(ctx: click.Context) -> None:
     """Stop the local broker: SIGTERM, wait, then SIGKILL. Does nothing if it is stopped."""
     from cardflow.local_kafka import LocalKafka
@@ -101,7 +92,6 @@ def kafka_stop(ctx: click.Context) -> None:
 
 @kafka.command("status")
 @click.pass_context
-@_errors_as_messages
 def kafka_status(ctx: click.Context) -> None:
     """Say whether the local broker runs and where. Exit code 0 when running, 3 when not."""
     from cardflow.local_kafka import LocalKafka
@@ -118,7 +108,6 @@ def topics() -> None:
 
 @topics.command("create")
 @click.pass_context
-@_errors_as_messages
 def topics_create(ctx: click.Context) -> None:
     """Create the topics with CARDFLOW_PARTITIONS partitions. Idempotent.
 
@@ -137,7 +126,6 @@ def dlq() -> None:
 
 @dlq.command("count")
 @click.pass_context
-@_errors_as_messages
 def dlq_count(ctx: click.Context) -> None:
     """Count dead letters by reason."""
     from cardflow.connectors.dlq import count_by_reason
@@ -152,7 +140,6 @@ def dlq_count(ctx: click.Context) -> None:
 @click.option("--reason", help="Only this reason code (e.g. not_json, missing_uid).")
 @click.option("--limit", default=20, show_default=True, help="Show at most this many (0: all).")
 @click.pass_context
-@_errors_as_messages
 def dlq_show(ctx: click.Context, reason: str | None, limit: int) -> None:
     """Print dead letters as JSON lines: reason, message, source offset, key and value."""
     import json
@@ -173,7 +160,6 @@ def dlq_show(ctx: click.Context, reason: str | None, limit: int) -> None:
 @click.option("--reason", help="Only dead letters with this reason code.")
 @click.option("--dry-run", is_flag=True, help="Count what would be re-submitted; send nothing.")
 @click.pass_context
-@_errors_as_messages
 def dlq_replay(ctx: click.Context, reason: str | None, dry_run: bool) -> None:
     """Re-submit dead letters to the events topic after a fix (e.g. a corrected field mapping).
 
@@ -190,7 +176,6 @@ def dlq_replay(ctx: click.Context, reason: str | None, dry_run: bool) -> None:
 @cli.command()
 @click.argument("topology", type=click.Choice(["people"]))
 @click.pass_context
-@_errors_as_messages
 def worker(ctx: click.Context, topology: str) -> None:
     """Run one topology's Faust worker until SIGTERM or Ctrl-C."""
     import faust
@@ -214,7 +199,6 @@ def worker(ctx: click.Context, topology: str) -> None:
 
 @cli.command()
 @click.pass_context
-@_errors_as_messages
 def api(ctx: click.Context) -> None:
     """Run the HTTP API service (health, metrics; cards and ingest as they land)."""
     from cardflow.api import run_api
@@ -225,7 +209,6 @@ def api(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--rate", default=20.0, show_default=True, help="Demo events per second (0: none).")
 @click.pass_context
-@_errors_as_messages
 def dev(ctx: click.Context, rate: float) -> None:
     """Run everything locally: broker, topics, people worker, API and a demo stream.
 

@@ -22,12 +22,10 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from cardflow.errors import AvroError
+
 MARKER = b"\xc3\x01"
 HEADER_BYTES = len(MARKER) + 8
-
-
-class AvroError(ValueError):
-    """Bytes that are not a single-object Avro record this codec can read."""
 
 
 def is_single_object(data: bytes | None) -> bool:

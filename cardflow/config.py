@@ -24,6 +24,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cardflow.errors import ConfigError
 from cardflow.events import (
     DEFAULT_MAPPING,
     DEFAULT_MAX_NAME_BYTES,
@@ -36,10 +37,6 @@ from cardflow.limits import DEFAULT_MAX_DEPTH
 ENV_PREFIX = "CARDFLOW_"
 CONFIG_ENV = "CARDFLOW_CONFIG"
 KAFKA_VERSION = "4.4.0"
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message says which and how to fix it."""
 
 
 class SecurityProtocol(StrEnum):
@@ -177,6 +174,9 @@ class Settings(BaseSettings):
                                        description="heartbeats to the group coordinator")
     rebalance_timeout_ms: int = Field(30_000, ge=1_000, le=1_800_000, description=(
         "how long the group waits for members to rejoin in a rebalance"))
+    admin_timeout_ms: int = Field(30_000, ge=100, le=600_000, description=(
+        "how long operator commands (topics, dlq) and a worker's start checks wait for the "
+        "cluster before saying it cannot be reached"))
     worker_urls: tuple[str, ...] = Field(
         ("http://127.0.0.1:6066",), description="people workers' web servers, for profile lookups"
     )
@@ -337,24 +337,11 @@ class Settings(BaseSettings):
             env[ENV_PREFIX + name.upper()] = str(value)
         return env
 
-    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
-        """librdkafka (confluent-kafka) client settings for this cluster."""
-        conf: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.broker,
-            "security.protocol": self.security_protocol.value,
-        }
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism.value
-            conf["sasl.username"] = self.sasl_username or ""
-            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
-        for key, path in (
-            ("ssl.ca.location", self.ssl_cafile),
-            ("ssl.certificate.location", self.ssl_certfile),
-            ("ssl.key.location", self.ssl_keyfile),
-        ):
-            if path:
-                conf[key] = str(path)
-        return conf
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka client settings for this cluster (cardflow/kafka_clients.py builds them)."""
+        from cardflow.kafka_clients import client_config
+
+        return client_config(self)
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import EVENTS
+from cardflow.kafka_clients import producer_config
 
 COUNTRIES = ("US", "DE", "FR", "GB", "IN", "BR", "JP", "FI", "CA", "ES")
 PAGES = ("/", "/pricing", "/docs", "/blog", "/signup", "/dashboard")
@@ -51,8 +52,7 @@ def demo_events(users: int = 500, seed: int = 7) -> Iterator[dict[str, Any]]:
 
 def run_demo(settings: Settings, stop: threading.Event, rate: float = 20.0) -> int:
     """Produce demo events at about ``rate`` per second until ``stop`` is set."""
-    producer = Producer({**settings.kafka_client_config(), "partitioner": "murmur2_random",
-                         "acks": "all", "enable.idempotence": True, "linger.ms": 20})
+    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     errors: list[str] = []
 
     def delivered(err: Any, _msg: Any) -> None:

@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from cardflow.codec import AvroCodec, AvroError, is_single_object
+from cardflow.errors import Rejected
 from cardflow.limits import DEFAULT_MAX_DEPTH, check, loads
-from cardflow.reasons import Reason, Rejected
+from cardflow.reasons import Reason
 
 # Event times before this are treated as mistakes (a zero or a unit error).
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z

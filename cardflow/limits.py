@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 
-from cardflow.reasons import Reason, Rejected
+from cardflow.errors import Rejected
+from cardflow.reasons import Reason
 
 DEFAULT_MAX_DEPTH = 64
 # The 64-bit range orjson reads exactly (signed low end, unsigned high end).

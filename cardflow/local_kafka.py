@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cardflow.config import Settings
+from cardflow.errors import BrokerError
 
 # Logging bridge: Kafka 4 logs through slf4j 1.x; this binds it to log4j2.
 _LOG4J_VERSION = "2.25.5"
@@ -56,10 +57,6 @@ logger.kafka.level = INFO
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
-
-
-class BrokerError(RuntimeError):
-    """The local broker cannot be fetched, started or stopped; the message says why and the fix."""
 
 
 @dataclass(frozen=True)

@@ -13,32 +13,27 @@ folding the same events in any order must give the same profile.
             plan = event.properties.get("plan", "?")
             bought[plan] = bought.get(plan, 0) + 1
 
-The stored value keeps bookkeeping beside the profile: the last folded
-offset (exact dedup of re-delivered records) and recent event ids (dedup of
-re-sent events within the horizon).
+The stored value (cardflow/profile_values.py) keeps bookkeeping beside the
+profile: the last folded offset (exact dedup of re-delivered records) and
+recent event ids (dedup of re-sent events within the horizon; cardflow/dedup.py).
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from xxhash import xxh3_64_hexdigest
 
+from cardflow.dedup import bucketed, contains, dedup_id
+from cardflow.errors import ProfileScriptError
 from cardflow.events import Event
 from cardflow.plugins import objects_at
+from cardflow.profile_values import split_value
 
 Fold = Callable[[dict[str, Any], Event], "dict[str, Any] | None"]
-ID_CHARS = 12  # 48 bits of a digest of the event id: collisions among one user's recent ids are negligible
 DAY_MS = 86_400_000
-MAX_IDS = 20_000  # bound per profile, whatever the horizon
-
-
-class ProfileScriptError(ImportError):
-    """A profile script module cannot be loaded or holds no scripts."""
 
 
 @dataclass(frozen=True)
@@ -94,52 +89,6 @@ class FoldResult:
         self.redelivered = False
 
 
-def new_value() -> dict[str, Any]:
-    return {"profile": {}, "meta": {"offset": -1, "ids": {}, "version": 0, "max_ts": 0}}
-
-
-_HEADER = struct.Struct(">Iqq")  # profile JSON length, last folded offset, max event time
-
-
-def encode_value(value: dict[str, Any]) -> bytes:
-    """The stored form: a header (profile length and the watermark), the profile's JSON, then
-    the bookkeeping's JSON, so readers (cards) get the profile and watermark without parsing
-    the (larger) dedup ids."""
-    profile = orjson.dumps(value["profile"])
-    meta = value["meta"]
-    return (_HEADER.pack(len(profile), meta["offset"], meta["max_ts"]) + profile
-            + orjson.dumps(meta, option=orjson.OPT_SORT_KEYS))  # sorted: the id buckets' days
-
-
-def profile_json_of(stored: bytes) -> bytes:
-    """The profile's JSON inside a stored value."""
-    return stored[_HEADER.size:_HEADER.size + _HEADER.unpack_from(stored)[0]]
-
-
-def decode_profile(stored: bytes) -> dict[str, Any]:
-    profile: dict[str, Any] = orjson.loads(profile_json_of(stored))
-    return profile
-
-
-def decode_watermark(stored: bytes) -> tuple[int, int]:
-    """``(offset, max_ts)``: the last events offset folded into this profile and its latest event time."""
-    _, offset, max_ts = _HEADER.unpack_from(stored)
-    return offset, max_ts
-
-
-def split_value(stored: bytes | None) -> tuple[dict[str, Any], bytes | None]:
-    """A stored value decoded, with its profile's JSON (what the profile was before a fold)."""
-    if not stored:
-        return new_value(), None
-    profile_json = profile_json_of(stored)
-    meta = orjson.loads(stored[_HEADER.size + len(profile_json):])
-    return {"profile": orjson.loads(profile_json), "meta": meta}, profile_json
-
-
-def decode_value(stored: bytes) -> dict[str, Any]:
-    return split_value(stored)[0]
-
-
 def fold_events(
     stored: bytes | None,
     events: list[tuple[Event, int]],
@@ -190,7 +139,7 @@ def fold_value(
             result.duplicates += 1
             continue
         chunk = stored_ids.get(str(day))
-        if chunk and _contains(chunk, short):
+        if chunk and contains(chunk, short):
             result.duplicates += 1
             continue
         try:
@@ -219,7 +168,7 @@ def fold_value(
     result.folded = len(ok)
     result.max_ts = batch_max_ts
     if stored_ids or new_ids:
-        meta["ids"] = _buckets(stored_ids, new_ids, oldest_day)
+        meta["ids"] = bucketed(stored_ids, new_ids, oldest_day)
     value["profile"] = profile
     result.redelivered = redelivered
     if ok:
@@ -242,85 +191,6 @@ def changed_fields(profile_json: bytes | None, profile: dict[str, Any]) -> list[
     return changed
 
 
-def dedup_id(event_id: str) -> str:
-    """The 48 bits (12 hex chars) an event id is deduplicated by: a digest of the whole id, as
-    sent ids share long prefixes ("evt_0000000001", "ajs-next-…") and vary in length, and the
-    buckets hold fixed-width ids. Derived ids are digested too, so an event's key does not
-    depend on whether its id was sent or derived (the push API sends the derived one).
-
-    XXH3 (64 bits, stable across platforms and versions) rather than a cryptographic digest:
-    it runs for every event, and a producer able to craft colliding ids for one user and day
-    could as well send that user's events with the same id."""
-    return xxh3_64_hexdigest(event_id.encode())[:ID_CHARS]
-
-
-_GONE = object()
-_SCAN_CHARS = 32 * ID_CHARS  # below this a chunk is searched by str.find, above by bisection
-
-
-def _contains(chunk: str, short: str) -> bool:
-    """Whether the sorted chunk of fixed-width ids holds ``short``."""
-    if len(chunk) <= _SCAN_CHARS:
-        at = chunk.find(short)
-        while at >= 0 and at % ID_CHARS:  # a match across two ids does not count
-            at = chunk.find(short, at + 1)
-        return at >= 0
-    at = _position(chunk, short)
-    return chunk[at:at + ID_CHARS] == short
-
-
-def _buckets(ids: dict[str, str], new_ids: dict[int, set[str]], oldest_day: int) -> dict[str, str]:
-    """Recent event ids, bucketed by event day, each day's ids sorted and concatenated as
-    fixed-width strings (13 bytes an id in JSON); ``ids`` is updated in place.
-
-    Order-independent: what remains is every id whose event day is within the
-    horizon of the latest event, trimmed to MAX_IDS by dropping whole oldest
-    days; the stored JSON sorts the days (``encode_value``), so equal id sets
-    give equal bytes. A re-sent event has its original event time, so an id is
-    looked up in its own day's bucket only.
-    """
-    for day, shorts in new_ids.items():
-        key = str(day)
-        chunk = ids.get(key)
-        ordered = sorted(shorts)
-        ids[key] = "".join(ordered) if chunk is None else _merge(chunk, ordered)
-    total = sum(map(len, ids.values())) // ID_CHARS
-    if total <= MAX_IDS and min(map(int, ids)) >= oldest_day:
-        return ids  # the usual case: nothing out of the horizon, nothing over the bound
-    days = sorted(ids, key=int)
-    while days and (int(days[0]) < oldest_day or total > MAX_IDS):
-        total -= len(ids.pop(days.pop(0))) // ID_CHARS
-    return ids
-
-
-def _position(chunk: str, short: str, lo: int = 0) -> int:
-    """Where ``short`` is, or would go, in a sorted chunk of fixed-width ids (a string index)."""
-    hi = len(chunk) // ID_CHARS
-    lo //= ID_CHARS
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if chunk[mid * ID_CHARS:(mid + 1) * ID_CHARS] < short:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo * ID_CHARS
-
-
-def _merge(chunk: str, shorts: list[str]) -> str:
-    """``chunk`` with ``shorts`` (sorted) inserted in order."""
-    if len(shorts) == 1:
-        at = _position(chunk, shorts[0])
-        return chunk[:at] + shorts[0] + chunk[at:]
-    parts: list[str] = []
-    start = 0
-    for short in shorts:
-        at = _position(chunk, short, start)
-        parts += (chunk[start:at], short)
-        start = at
-    parts.append(chunk[start:])
-    return "".join(parts)
-
-
 def _refold(profile_json: bytes | None, events: list[Event],
             scripts: tuple[ProfileScript, ...]) -> dict[str, Any]:
     profile: dict[str, Any] = orjson.loads(profile_json) if profile_json is not None else {}
@@ -340,3 +210,6 @@ def _failing_script(scripts: tuple[ProfileScript, ...], profile_json: bytes | No
         except Exception:  # noqa: BLE001 - finding which one raised
             return script.name
     return "unknown"
+
+
+_GONE = object()

@@ -1,4 +1,4 @@
-"""Why an event cannot be used: stable reason codes and the exception that carries one."""
+"""Why an event cannot be used: stable reason codes (``cardflow.errors.Rejected`` carries one)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,3 @@ class Reason(StrEnum):
     PROFILE_TOO_LARGE = "profile_too_large"
     INTERNAL_ERROR = "internal_error"
 
-
-class Rejected(ValueError):
-    """An event cannot be used. ``reason`` is a :class:`Reason`; the message says what to fix."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message

@@ -25,22 +25,14 @@ from confluent_kafka import KafkaError, Producer
 
 from cardflow.config import Settings, load_settings
 from cardflow.connectors.kafka_admin import EVENTS
-from cardflow.connectors.producer import producer_config
+from cardflow.errors import BrokerUnavailable, DeliveryError
 from cardflow.events import Reason, Rejected, parse_ts
+from cardflow.kafka_clients import producer_config
 
 # Provenance travels in a header, so the envelope is the same whichever way an event came.
 _VIA: list[tuple[str, str | bytes | None]] = [("cardflow-via", b"python-sdk")]
 
 ErrorCallback = Callable[[dict[str, Any], KafkaError], None]
-
-
-class DeliveryError(RuntimeError):
-    """Some events were not stored. ``failed`` holds (event JSON, error) pairs."""
-
-    def __init__(self, failed: list[tuple[dict[str, Any], KafkaError]]) -> None:
-        first = failed[0][1].str() if failed else ""
-        super().__init__(f"{len(failed)} event(s) were not delivered; first error: {first}")
-        self.failed = failed
 
 
 class Client:
@@ -64,6 +56,7 @@ class Client:
         if settings is None:
             settings = load_settings(broker=broker) if broker else load_settings()
         self._topic = settings.topic(EVENTS)
+        self._broker = settings.broker
         self._decoder = settings.decoder()
         self._source = source
         self._on_error = on_error
@@ -78,7 +71,7 @@ class Client:
               ts: Any = None, event_id: str | None = None) -> None:
         """Send one event. ``ts`` defaults to now; any form the contract accepts works.
 
-        Raises :class:`cardflow.events.Rejected` (a ValueError) for an invalid event.
+        Raises :class:`cardflow.errors.Rejected` (a ValueError) for an invalid event.
         """
         if not isinstance(event, str) or not event:
             raise Rejected(Reason.MISSING_EVENT if not event else Reason.BAD_FIELD,
@@ -136,10 +129,12 @@ class Client:
         """Wait until every event is acknowledged; raise DeliveryError for those that failed."""
         remaining = self._producer.flush(timeout)
         if remaining:
-            raise TimeoutError(f"{remaining} event(s) still unacknowledged after {timeout}s")
+            raise BrokerUnavailable(f"{remaining} event(s) still unacknowledged after {timeout}s; is the "
+                                    f"broker at {self._broker} reachable?")
         if self._failed:
             failed, self._failed = self._failed, []
-            raise DeliveryError(failed)
+            first = failed[0][1].str()
+            raise DeliveryError(f"{len(failed)} event(s) were not delivered; first error: {first}", failed)
 
     def close(self, timeout: float = 30.0) -> None:
         self.flush(timeout)

@@ -18,11 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cardflow.errors import WidgetError
+
 ISO_COUNTRY = re.compile(r"^[A-Z]{2}$")
-
-
-class WidgetError(ValueError):
-    """A widget got data it cannot draw; the message names the widget and the field."""
 
 
 def _number(widget: str, name: str, value: Any, allow_none: bool = False) -> float | int | None:

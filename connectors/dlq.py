@@ -19,7 +19,8 @@ from cardflow.connectors.kafka_read import (
     topic_partitions,
     watermarks,
 )
-from cardflow.connectors.producer import producer_config
+from cardflow.errors import BrokerUnavailable
+from cardflow.kafka_clients import producer_config
 
 CODEC = AvroCodec.named("DeadLetter")
 
@@ -59,8 +60,9 @@ def _decode(msg: Any) -> DeadLetter:
                       dlq_offset=msg.offset())
 
 
-def read_all(settings: Settings, timeout: float = 10.0) -> Iterator[DeadLetter]:
+def read_all(settings: Settings, timeout: float | None = None) -> Iterator[DeadLetter]:
     """Every dead letter now in the topic, oldest first per partition; commits nothing."""
+    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
     for msg in read_topic(settings, settings.topic(EVENTS_DLQ), settings.topic("dlq-reader"), timeout):
         yield _decode(msg)
 
@@ -70,7 +72,7 @@ def count_by_reason(settings: Settings) -> Counter[str]:
 
 
 def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
-           timeout: float = 10.0) -> tuple[int, int]:
+           timeout: float | None = None) -> tuple[int, int]:
     """Re-submit dead letters not replayed before, their original key and bytes unchanged.
 
     Progress is kept in consumer group ``<prefix>dlq-replay`` (``…-<reason>``
@@ -80,12 +82,13 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
     A truncated dead letter (its record was over ``max_record_bytes``) no
     longer holds the original bytes: it is skipped, counted with the filtered.
     """
+    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
     topic = settings.topic(EVENTS_DLQ)
     consumer = manual_consumer(settings, settings.topic("dlq-replay" + (f"-{reason}" if reason else "")))
     producer = Producer(producer_config(settings))
     sent = skipped = 0
     try:
-        partitions = topic_partitions(consumer, topic, timeout)
+        partitions = topic_partitions(consumer, topic, timeout, settings)
         committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
         starts = {}
         for tp in committed:
@@ -105,7 +108,8 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
             sent += 1
         if not dry_run and positions:
             if producer.flush(timeout * 3):
-                raise RuntimeError("re-submitted events were not all acknowledged; nothing committed")
+                raise BrokerUnavailable("re-submitted events were not all acknowledged; nothing committed "
+                                        "(run the replay again: re-submitted events dedup)")
             latest = {tp.partition: tp for tp in positions}
             consumer.commit(offsets=list(latest.values()), asynchronous=False)
     finally:

@@ -8,15 +8,14 @@ is refused rather than repaired.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cardflow.config import Settings
-
-
-class TopicError(RuntimeError):
-    """A topic exists with a layout cardflow cannot use, or cannot be created."""
+from cardflow.errors import BrokerUnreachable, TopicError
+from cardflow.kafka_clients import client_config
 
 
 @dataclass(frozen=True)
@@ -50,15 +49,13 @@ def max_message_bytes(settings: Settings) -> str:
 RECORD_SLACK = 1024  # a record batch's framing around one record
 
 
-def check_record_limits(settings: Settings, timeout: float = 30.0) -> None:
+def check_record_limits(settings: Settings, timeout: float | None = None) -> None:
     """Raise TopicError when a topic cardflow writes takes smaller records than
     ``max_record_bytes``: the broker would refuse a legitimate changelog record or dead letter,
     and the worker would stop on it at every restart. Topics not created yet are skipped."""
+    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
     admin = admin_client(settings)
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise TopicError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
+    existing = list_topics(admin, settings, timeout)
     written = [settings.topic(name) for name in (EVENTS, EVENTS_DLQ, PROFILE_CHANGES)]
     written.append(settings.topic("people-profiles-changelog"))
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in written if t in existing]
@@ -77,16 +74,30 @@ def check_record_limits(settings: Settings, timeout: float = 30.0) -> None:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_client_config())
+    return AdminClient(client_config(settings))
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+def list_topics(client: Any, settings: Settings, timeout: float, topic: str | None = None) -> dict[str, Any]:
+    """The cluster's topics (or ``topic``'s), as an AdminClient or Consumer sees them;
+    BrokerUnreachable when the cluster does not answer within ``timeout``."""
+    try:
+        topics: dict[str, Any] = client.list_topics(topic, timeout=timeout).topics
+    except KafkaException as exc:
+        raise BrokerUnreachable(
+            f"cannot reach Kafka at {settings.broker} within {timeout:g}s ({exc.args[0].str()}): check "
+            "CARDFLOW_BROKER and the credentials, or start a local broker with `cardflow kafka start`"
+        ) from exc
+    return topics
+
+
+def ensure_topics(settings: Settings, timeout: float | None = None) -> dict[str, str]:
     """Create missing topics; return ``{topic: "created" | "exists"}``.
 
     Raises TopicError when an existing topic's partition count differs from
     ``settings.partitions`` (changing it would move users between partitions),
     or when one takes smaller records than ``max_record_bytes``.
     """
+    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
     outcome = _create_topics(settings, timeout)
     check_record_limits(settings, timeout)
     return outcome
@@ -94,10 +105,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
 
 def _create_topics(settings: Settings, timeout: float) -> dict[str, str]:
     admin = admin_client(settings)
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise TopicError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
+    existing = list_topics(admin, settings, timeout)
     wanted = {settings.topic(spec.name): spec for spec in TOPICS}
     outcome: dict[str, str] = {}
     mismatched = []

@@ -9,24 +9,26 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cardflow.config import Settings
+from cardflow.connectors.kafka_admin import list_topics
+from cardflow.errors import TopicError
+from cardflow.kafka_clients import consumer_config
 
 
 def manual_consumer(settings: Settings, group: str) -> Consumer:
     """A consumer that commits only when told to."""
-    return Consumer({**settings.kafka_client_config(), "group.id": group,
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    return Consumer(consumer_config(settings, group))
 
 
-def topic_partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
-    meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+def topic_partitions(consumer: Consumer, topic: str, timeout: float, settings: Settings) -> list[int]:
+    meta = list_topics(consumer, settings, timeout, topic)[topic]
     if meta.error is not None:
-        raise RuntimeError(f"cannot read {topic}: {meta.error.str()}; run `cardflow topics create`")
+        raise TopicError(f"cannot read {topic}: {meta.error.str()}; run `cardflow topics create`")
     return sorted(meta.partitions)
 
 
 # Answers while a new topic's leaders are being elected or a leader moves: ask again.
 NOT_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-           KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT}
+           KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT}  # noqa: SLF001 - librdkafka's own
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:
@@ -70,7 +72,7 @@ def read_topic(settings: Settings, topic: str, group: str, timeout: float = 10.0
     consumer = manual_consumer(settings, group)
     try:
         starts = {}
-        for p in topic_partitions(consumer, topic, timeout):
+        for p in topic_partitions(consumer, topic, timeout, settings):
             starts[p] = watermarks(consumer, topic, p, timeout)[0]
         yield from read_to_end(consumer, topic, starts, timeout)
     finally:

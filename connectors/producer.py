@@ -1,7 +1,6 @@
-"""Kafka producers: the one configuration every cardflow producer uses, and an asyncio face.
+"""Kafka producers: an asyncio face for the push API, and the worker's batch sink.
 
-Keys are plain UTF-8 uid bytes and go through librdkafka's ``murmur2_random``
-partitioner, which puts a key where the Java client, aiokafka and Faust do.
+Their configurations come from cardflow/kafka_clients.py.
 """
 
 from __future__ import annotations
@@ -12,40 +11,15 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from cardflow.config import Settings
+from cardflow.errors import Backpressure, BrokerUnavailable, DeliveryError
 
 # Delivery errors that mean "the cluster cannot be reached", as opposed to a bad record.
+# (confluent-kafka's documented names for librdkafka's local errors start with "_".)
 UNREACHABLE = {
-    KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
-    KafkaError._TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,  # noqa: SLF001
+    KafkaError._TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,  # noqa: SLF001 KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.REQUEST_TIMED_OUT,
 }
-
-
-class Backpressure(RuntimeError):
-    """The local producer queue is full: retry later."""
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker did not acknowledge in time; the record is not known to be stored."""
-
-
-class DeliveryFailed(RuntimeError):
-    """The broker refused the record for a reason other than being unreachable."""
-
-
-def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """Durable, idempotent, Java-compatible partitioning."""
-    return {
-        **settings.kafka_client_config(),
-        "acks": "all",
-        "enable.idempotence": True,
-        "partitioner": "murmur2_random",
-        "compression.type": "lz4",
-        "linger.ms": 5,
-        "message.max.bytes": settings.max_record_bytes,
-        **extra,
-    }
 
 
 class AsyncProducer:
@@ -81,7 +55,7 @@ class AsyncProducer:
         except BufferError as exc:
             raise Backpressure("the producer queue is full") from exc
         except KafkaException as exc:
-            raise DeliveryFailed(str(exc.args[0])) from exc
+            raise DeliveryError(str(exc.args[0])) from exc
         return future
 
     def close(self, timeout: float = 10.0) -> int:
@@ -100,7 +74,7 @@ def _settle(future: asyncio.Future[tuple[int, int]], err: KafkaError | None, msg
     elif err.code() in UNREACHABLE or err.retriable():
         future.set_exception(BrokerUnavailable(err.str()))
     else:
-        future.set_exception(DeliveryFailed(err.str()))
+        future.set_exception(DeliveryError(err.str()))
 
 
 class BatchSink:
@@ -148,6 +122,6 @@ class BatchSink:
         left = self._producer.flush(timeout)
         failed, self._failed = self._failed, []
         if failed:
-            raise DeliveryFailed(f"{len(failed)} record(s) not stored, e.g. {failed[0]}")
+            raise DeliveryError(f"{len(failed)} record(s) not stored, e.g. {failed[0]}")
         if left:
             raise BrokerUnavailable(f"{left} record(s) not acknowledged within {timeout}s")

@@ -124,7 +124,7 @@ def profile_change(message: Any) -> dict[str, Any]:
 def read_table(settings: Settings, table: str = "profiles", app: str = "people") -> dict[str, dict[str, Any]]:
     """The latest value of every key of a Faust table, read from its changelog topic."""
     from cardflow.connectors.kafka_read import read_topic
-    from cardflow.profiles import decode_value
+    from cardflow.profile_values import decode_value
 
     topic = f"{settings.topic_prefix}{app}-{table}-changelog"
     latest: dict[str, dict[str, Any]] = {}

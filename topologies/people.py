@@ -1,27 +1,23 @@
-"""The people app (consumer group "people"): events → profiles → profile changes, plus lookups."""
+"""The people app (consumer group "people"): events → profiles → cards → results.
+
+    events ──fold──▶ profiles table ──▶ profile-changes ──map──▶ card-partials ──reduce──▶ results
+              └────▶ events-dlq (what cannot be folded, with its reason)
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from cardflow.agents.cards import (
-    CardMetrics,
-    CardScheduler,
-    MapProcess,
-    ResultPublisher,
-    card_partition,
-    partial_key,
-    register_card_agents,
-)
-from cardflow.agents.profiles import PeopleMetrics, ProfileFolder, Topics, register_profiles
+from cardflow.agents.card_metrics import CardMetrics
+from cardflow.agents.card_reducer import reduce_cards
+from cardflow.agents.cards import map_cards
+from cardflow.agents.folder import PeopleMetrics, ProfileFolder, Topics
+from cardflow.agents.profiles import fold_profiles
 from cardflow.app import create_app, table_options
-from cardflow.card_results import Partial
-from cardflow.cards import Card, load_cards
+from cardflow.batches import BatchingApp
+from cardflow.cards import load_cards
 from cardflow.config import Settings
-from cardflow.connectors.faust_batches import BatchingApp
 from cardflow.connectors.kafka_admin import (
     CARD_PARTIALS,
     EVENTS,
@@ -30,10 +26,40 @@ from cardflow.connectors.kafka_admin import (
     RESULTS,
     max_message_bytes,
 )
-from cardflow.connectors.producer import BatchSink, producer_config
-from cardflow.profiles import decode_value, load_scripts
+from cardflow.connectors.producer import BatchSink
+from cardflow.kafka_clients import sink_config
+from cardflow.profile_values import decode_value
+from cardflow.profiles import load_scripts
 
 DAY_MS = 86_400_000
+
+
+def build_people(settings: Settings) -> faust.App:
+    app = create_app(settings, "people", app_class=BatchingApp, batch_size=settings.batch_size,
+                     batch_within=settings.batch_within_ms / 1000,
+                     table_standby_replicas=settings.standby_replicas)
+    assert isinstance(app, BatchingApp)
+    names = (EVENTS, PROFILE_CHANGES, EVENTS_DLQ, CARD_PARTIALS, RESULTS)
+    events, changes, dlq, partials, results = (raw_topic(app, settings, name) for name in names)
+    profiles = profiles_table(app, settings)
+    scripts = load_scripts(settings.profile_scripts)
+    cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
+    registry = CollectorRegistry()
+
+    folder = ProfileFolder(
+        profiles, Topics(events=events, changes=changes, dlq=dlq), settings.decoder(), scripts,
+        int(settings.dedup_horizon_days * DAY_MS), settings.partitions, PeopleMetrics(registry),
+        BatchSink(sink_config(settings)), settings.profile_cache_size,
+        max_profile_bytes=settings.max_profile_bytes, max_record_bytes=settings.max_record_bytes)
+    fold_profiles(app, events, folder)                    # events → profiles, profile-changes, events-dlq
+    if cards:
+        card_metrics = CardMetrics(registry)
+        map_cards(app, settings, cards, changes, profiles, partials, card_metrics)  # → card-partials
+        reduce_cards(app, settings, cards, partials, results, card_metrics)        # → results
+
+    profile_pages(app, profiles)
+    metrics_page(app, registry, folder)
+    return app
 
 
 def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
@@ -41,36 +67,19 @@ def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
                      partitions=settings.partitions)
 
 
-def build_people(settings: Settings) -> faust.App:
-    app = create_app(settings, "people", app_class=BatchingApp,
-                     table_standby_replicas=settings.standby_replicas)
-    topics = Topics(events=raw_topic(app, settings, EVENTS),
-                    changes=raw_topic(app, settings, PROFILE_CHANGES),
-                    dlq=raw_topic(app, settings, EVENTS_DLQ))
-    # Keys are plain UTF-8 uid bytes like the events' keys; values are our own JSON bytes.
-    # (A Schema would set only the changelog's codecs; the store follows key_type/value_type.)
-    profiles = app.Table(
+def profiles_table(app: faust.App, settings: Settings) -> faust.types.TableT:
+    """One profile per user. Keys are plain UTF-8 uid bytes like the events' keys; values are the
+    stored form of cardflow/profile_values.py. (A Schema would set only the changelog's codecs;
+    the store follows key_type/value_type, and bytes means the "raw" codec for both.)"""
+    return app.Table(
         "profiles", partitions=settings.partitions, options=table_options(settings),
-        key_type=bytes, value_type=bytes,  # bytes means the "raw" codec for store and changelog
+        key_type=bytes, value_type=bytes,
         extra_topic_configs={"max.message.bytes": max_message_bytes(settings)},
     )
-    registry = CollectorRegistry()
-    metrics = PeopleMetrics(registry)
-    scripts = load_scripts(settings.profile_scripts)
-    folder = ProfileFolder(
-        profiles, topics, settings.decoder(), scripts,
-        int(settings.dedup_horizon_days * DAY_MS), settings.partitions, metrics,
-        # A batch's writes are flushed when it ends, and a flush sends at once, so the linger only
-        # groups them into fewer, larger requests (2 ms → 200 ms: the broker's CPU for a million
-        # events' writes fell from 20 s to 6 s, on cores the worker shares; docs/benchmarks.md).
-        BatchSink(producer_config(settings, **{"linger.ms": 200, "queue.buffering.max.messages": 500_000})),
-        settings.profile_cache_size, max_profile_bytes=settings.max_profile_bytes,
-        max_record_bytes=settings.max_record_bytes,
-    )
-    register_profiles(app, topics, folder, settings.batch_size, settings.batch_within_ms / 1000)
-    cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
-    if cards:
-        _add_cards(app, settings, cards, profiles, folder, topics, CardMetrics(registry))
+
+
+def profile_pages(app: faust.App, profiles: faust.types.TableT) -> None:
+    """``GET /profiles/{uid}/`` on any worker: answered by the worker holding the profile."""
 
     @app.page("/profiles/{uid}/")
     async def profile_page(view: faust.web.View, request: faust.web.Request, uid: str) -> faust.web.Response:
@@ -93,45 +102,18 @@ def build_people(settings: Settings) -> faust.App:
                          "meta": {"offset": meta["offset"], "version": meta["version"],
                                   "max_ts": meta["max_ts"]}})
 
+
+def metrics_page(app: faust.App, registry: CollectorRegistry, folder: ProfileFolder) -> None:
+    """``GET /metrics/``: Prometheus text, with the lag of the events partitions this worker holds."""
+    events_topic = folder.names["events"]
+
     @app.page("/metrics/")
-    async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        metrics.lag.clear()  # partitions this worker no longer holds have no lag of its own
+    async def metrics(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        lag = folder.metrics.lag
+        lag.clear()  # partitions this worker no longer holds have no lag of its own
         for tp in app.consumer.assignment():
-            if tp.topic == topics.events.get_topic_name():
+            if tp.topic == events_topic:
                 high = app.consumer.highwater(tp)
                 last = folder.last_offsets.get(tp.partition, -1)
-                metrics.lag.labels(str(tp.partition)).set(max(0, (high or 0) - last - 1))
+                lag.labels(str(tp.partition)).set(max(0, (high or 0) - last - 1))
         return view.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    return app
-
-
-def _add_cards(app: faust.App, settings: Settings, cards: tuple[Card, ...], profiles: faust.types.TableT,
-               folder: ProfileFolder, topics: Topics, metrics: CardMetrics) -> None:
-    partials = raw_topic(app, settings, CARD_PARTIALS)
-    results = raw_topic(app, settings, RESULTS)
-    events_topic = topics.events.get_topic_name()
-
-    def owned() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic}
-
-    async def send(partial: Partial) -> None:
-        await partials.send(key=partial_key(partial.card_id, partial.partition), value=partial.encode(),
-                            partition=card_partition(partial.card_id, settings.partitions))
-
-    process = MapProcess(settings, {card.id: card for card in cards}, metrics,
-                         settings.data_dir / "card-maps" / app.conf.id)
-    scheduler = CardScheduler(
-        cards, process, send, owned, profiles.data.partition_path,  # type: ignore[attr-defined]
-        busy=lambda: bool(app.rebalancing or getattr(app, "in_recovery", False)))
-    folder.on_folded = scheduler.mark_changed
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def _reload_maps(app: faust.App, assigned: Any, **kwargs: Any) -> None:
-        scheduler.reload_all()
-    publisher = ResultPublisher(settings, cards, partials.get_topic_name(), metrics)
-    register_card_agents(app, settings, cards, scheduler, publisher, partials, results)
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    def _stop_maps(app: faust.App, **kwargs: Any) -> None:
-        scheduler.close()

@@ -18,10 +18,10 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cardflow.app import aiokafka_options
 from cardflow.card_results import CARD_RESULT
 from cardflow.config import Scope, Settings
 from cardflow.connectors.kafka_admin import RESULTS
+from cardflow.kafka_clients import aiokafka_options
 
 from .auth import SETTINGS_KEY, require
 from .errors import error

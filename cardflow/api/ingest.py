@@ -17,8 +17,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from cardflow.config import Scope, Settings
 from cardflow.connectors.kafka_admin import EVENTS
-from cardflow.connectors.producer import AsyncProducer, Backpressure, BrokerUnavailable, producer_config
+from cardflow.connectors.producer import AsyncProducer
+from cardflow.errors import Backpressure, BrokerUnavailable
 from cardflow.events import Decoder, Event, Reason, Rejected
+from cardflow.kafka_clients import producer_config
 from cardflow.limits import loads
 
 from .auth import SETTINGS_KEY, require

@@ -17,16 +17,13 @@ import aiohttp
 from aiohttp import web
 
 from cardflow.config import Scope, Settings
+from cardflow.errors import WorkerUnavailable
 
 from .auth import SETTINGS_KEY, require
 from .errors import error
 
 SESSION_KEY = web.AppKey("worker_session", aiohttp.ClientSession)
 RETRY_SECONDS = 8.0
-
-
-class WorkerUnavailable(RuntimeError):
-    """No people worker answered."""
 
 
 async def fetch_profile(app: web.Application, uid: str,

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from cardflow.config import Settings
+from cardflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
 CODES = {400: "bad_request", 408: "request_timeout", 413: "body_too_large", 414: "uri_too_long",
@@ -68,7 +69,11 @@ async def serve(app: web.Application, settings: Settings) -> None:
                        max_field_size=settings.api_max_header_bytes)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+        try:
+            await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+        except OSError as exc:
+            raise ConfigError(f"the API cannot listen on {settings.api_host}:{settings.api_port} "
+                              f"({exc.strerror}): set CARDFLOW_API_HOST / CARDFLOW_API_PORT") from exc
         await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         await runner.cleanup()

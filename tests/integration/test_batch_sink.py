@@ -11,7 +11,9 @@ from confluent_kafka.admin import NewTopic
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import admin_client, ensure_topics
-from cardflow.connectors.producer import BatchSink, DeliveryFailed, producer_config
+from cardflow.connectors.producer import BatchSink
+from cardflow.errors import DeliveryError
+from cardflow.kafka_clients import producer_config
 
 
 def test_reports_are_served_while_producing_and_the_flush_settles_the_rest(settings: Settings) -> None:
@@ -41,5 +43,5 @@ def test_a_failure_served_while_producing_fails_the_next_flush(settings: Setting
     for n in range(BatchSink.SERVE_EVERY):  # serves the refusal's report
         sink.produce(settings.topic("profile-changes"), b"k", b"v%d" % n, 0)
     assert sink._failed  # served here, not by a flush
-    with pytest.raises(DeliveryFailed, match="1 record.*Message size too large"):
+    with pytest.raises(DeliveryError, match="1 record.*Message size too large"):
         sink.flush(30)

@@ -9,10 +9,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from rocksdict import Options, Rdict
 
-from cardflow.agents.cards import FAUST_KEY_PREFIX, CardMetrics, MapProcess
+from cardflow.agents.card_maps import MapProcess
+from cardflow.agents.card_metrics import CardMetrics
+from cardflow.batches import FAUST_KEY_PREFIX
 from cardflow.cards import decode_partial, load_cards
 from cardflow.config import Settings
-from cardflow.profiles import encode_value
+from cardflow.profile_values import encode_value
 
 CARDS = ("cardflow.builtin_cards:TopEvents,tests.integration.extra_cards:Broken,"
          "tests.integration.extra_cards:Forever,tests.integration.extra_cards:Quitter")

@@ -13,12 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cardflow.agents.profiles import DEAD_LETTER, uid_partition
+from cardflow.agents.records import DEAD_LETTER
 from cardflow.api.errors import ApiError
 from cardflow.api.ingest import _gunzip, _items, _validate
 from cardflow.events import Decoder, Event, Reason, Rejected, encode_avro
 from cardflow.limits import check, loads
-from cardflow.profiles import decode_value, encode_value, fold_value, new_value, profile_script
+from cardflow.partitioning import partition_of as uid_partition
+from cardflow.profile_values import decode_value, encode_value, new_value
+from cardflow.profiles import fold_value, profile_script
 from cardflow.standard import standard
 
 from .test_profile_folder import Record, folder, runs

@@ -1,4 +1,4 @@
-"""The private names of faust, aiokafka and mode the batch runtime (connectors/faust_batches.py)
+"""The private names of faust, aiokafka and mode the batch runtime (cardflow/batches.py)
 copies or reads exist in the pinned versions: an upgrade that drops one fails here, loudly,
 instead of in a worker."""
 

@@ -13,17 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from rocksdict import Options, Rdict
 
-from cardflow.agents.profiles import (
-    PROFILE_CHANGE,
-    BatchCollector,
-    PeopleMetrics,
-    ProfileFolder,
-    Topics,
-    profile_change,
-    uid_partition,
-)
-from cardflow.connectors.faust_batches import RecordRun
+from cardflow.agents.folder import PeopleMetrics, ProfileFolder, Topics
+from cardflow.agents.gc_policy import BatchCollector
+from cardflow.agents.records import PROFILE_CHANGE, profile_change
+from cardflow.batches import RecordRun
 from cardflow.events import Decoder
+from cardflow.partitioning import partition_of as uid_partition
 from cardflow.standard import DAY_MS, standard
 
 pytestmark = pytest.mark.unit

@@ -5,16 +5,10 @@ import random
 import orjson
 import pytest
 
+from cardflow.dedup import dedup_id
 from cardflow.events import Event, derive_event_id
-from cardflow.profiles import (
-    ProfileScriptError,
-    decode_value,
-    dedup_id,
-    encode_value,
-    fold_events,
-    load_scripts,
-    profile_script,
-)
+from cardflow.profile_values import decode_value, encode_value
+from cardflow.profiles import ProfileScriptError, fold_events, load_scripts, profile_script
 from cardflow.standard import DAY_MS, active_days, standard, standard_script, user_property
 
 HORIZON = 7 * DAY_MS

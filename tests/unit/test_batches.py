@@ -17,7 +17,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from cardflow.connectors.faust_batches import BatchingApp, BatchingConsumer, RecordRun, RunFetches
+from cardflow.batches import BatchingApp, BatchingConsumer, BatchTopic, RecordRun, RunFetches
 
 pytestmark = pytest.mark.unit
 
@@ -72,7 +72,8 @@ def test_offsets_without_records_are_acked_as_gaps_so_commits_pass_them() -> Non
 
 class FakeApp(BatchingApp):
     def __init__(self) -> None:  # only what the drain loop reads
-        self.batch_handlers: dict[str, Any] = {}
+        self.batch_topics: dict[str, BatchTopic] = {}
+        self.batch_size, self.batch_within = 5000, 0.1
         self.batch_idle = asyncio.Event()
         self.batch_idle.set()
         self.rebalancing = False
@@ -119,7 +120,7 @@ async def _acked_once_durable() -> None:
         written.append(asyncio.get_running_loop().create_future())
         return written[-1]
 
-    app.batch_handlers["events"] = handle  # type: ignore[assignment]
+    app.batch_topics["events"] = BatchTopic(handle, app.batch_size, app.batch_within)  # type: ignore[arg-type]
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
     drain = asyncio.ensure_future(consumer._drain_messages(fetcher))
     for _ in range(10):
@@ -152,7 +153,7 @@ async def _failed_write() -> None:
         failed.set_exception(RuntimeError("broker refused"))
         return failed
 
-    app.batch_handlers["events"] = handle  # type: ignore[assignment]
+    app.batch_topics["events"] = BatchTopic(handle, app.batch_size, app.batch_within)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="broker refused"):
         await asyncio.wait_for(consumer._drain_messages(SimpleNamespace(_stopped=asyncio.Event())), 5)
     assert consumer.handled == 1 and consumer._acked[TP("events", 0)] == []
@@ -188,8 +189,8 @@ def collect(polls: list[list[RecordRun] | None], highwater: int, batches: int = 
     """The offsets of ``batches`` batches collected in a row (one batch: its offsets); the
     generation moves after batch ``rebalance_after``."""
     app = FakeApp()
-    app.batch_handlers["events"] = None
-    app.batch_size, app.batch_within = 5, 0.0  # the clock alone would end every batch at once
+    # The clock alone would end every batch at once.
+    app.batch_topics["events"] = BatchTopic(None, size=5, within=0.0)  # type: ignore[arg-type]
     app.consumer_generation_id = 1  # type: ignore[misc]
     consumer = FetchingConsumer(app, polls, highwater)
     out = []

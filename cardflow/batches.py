@@ -1,4 +1,7 @@
-"""Whole fetched batches of one topic, handed to a handler, with Faust keeping the group.
+"""The batch runtime: whole fetched batches of a topic, handed to a handler, with Faust keeping
+the group. Every use of a private name of faust, aiokafka or mode in cardflow is in this module
+(a test checks it; ruff's SLF rule is off here only), against the versions pinned exactly in
+pyproject.toml (tests/unit/test_pinned_internals.py fails when one is gone).
 
 Faust delivers every record on its own: a Message, a conductor callback, a
 task per record (``wait_first``), a stream queue, an Event, an ack. That
@@ -9,9 +12,12 @@ partition-move test lost ~30 events of one partition in 1 run of 3).
 ``BatchingConsumer`` keeps everything else of Faust — group membership, the
 co-partitioning assignor, table recovery and standbys, commits — and changes
 one thing: records of a *batch topic* are not delivered one by one but
-collected into a batch (up to ``batch_size`` records, or ``batch_within``
-seconds unless the broker holds more past it) and handed to the topic's
-handler with one await.
+collected into a batch and handed to the topic's handler with one await.
+Each batch topic has its own ``size`` (records) and ``within`` (seconds),
+defaulting to the app's ``batch_size`` / ``batch_within``: a batch ends when
+one of its topics holds ``size`` records, or when ``within`` of one of its
+topics has passed and the broker holds no more past it (a backlog fills
+batches to their size).
 
 Records of a batch topic come as ``RecordRun``s: the records of one broker
 record batch, as aiokafka's C parser made them, with no ``ConsumerRecord``
@@ -32,6 +38,15 @@ Contract of a handler ``async def handle(runs) -> Awaitable[None] | None``:
   owner re-reads it (it must deduplicate).
 - If it raises, or its awaitable does, nothing of the batch is acknowledged
   and the worker stops.
+
+Faust's bookkeeping copied here follows faust 0.15.3's ``transport/consumer.py``:
+``_acked``/``_acked_index``/``_n_acked`` under ``ack_lock`` (as ``Consumer.ack``),
+gaps as ``_add_gap``, records dropped, never skipped, across generations (as
+``_wait_next_records``' callers). Two things are left to Faust's own code on
+purpose: commits (``broker_commit_every`` counts ``_n_acked``, which the batch
+ack raises by the batch's size, so a commit follows as Faust's would) and
+``track_tp_end_offset`` (Faust's lag monitor, which the per-record path updates
+and the people app replaces with its own lag gauge).
 """
 
 from __future__ import annotations
@@ -40,6 +55,8 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -117,6 +134,15 @@ class RecordRun:
 BatchHandler = Callable[[list[RecordRun]], Awaitable["Awaitable[None] | None"]]
 
 
+@dataclass(frozen=True)
+class BatchTopic:
+    """A batch topic's handler and batch bounds (see the module doc)."""
+
+    handler: BatchHandler
+    size: int
+    within: float
+
+
 def run_records(partition_records: PartitionRecords) -> Iterator[RecordRun]:
     """What aiokafka's ``PartitionRecords`` yields, a stored record batch at a time: a
     ``RecordRun`` per batch instead of a ``ConsumerRecord`` per record (aiokafka 0.14's
@@ -186,7 +212,7 @@ class BatchingConsumerThread(AIOKafkaConsumerThread):
         app = self.consumer.app
         assert isinstance(app, BatchingApp)
         fetcher = self._ensure_consumer()._fetcher
-        fetches = RunFetches(app.batch_handlers.keys())  # a live view: topics added later count
+        fetches = RunFetches(app.batch_topics.keys())  # a live view: topics added later count
         for tp, result in fetcher._records.items():  # none yet: nothing is assigned before start
             fetches[tp] = result
         fetcher._records = fetches
@@ -230,7 +256,7 @@ class BatchingConsumer(AIOKafkaConsumer):
                 durable: list[Awaitable[None]] = []
                 try:
                     for topic, records in batch.items():
-                        pending = await app.batch_handlers[topic](records)
+                        pending = await app.batch_topics[topic].handler(records)
                         if pending is not None:
                             durable.append(pending)
                 except BaseException:
@@ -257,20 +283,23 @@ class BatchingConsumer(AIOKafkaConsumer):
         return self.flow_active and self.app.consumer_generation_id == generation
 
     async def _collect(self, app: BatchingApp) -> tuple[dict[str, list[Any]], int, int]:
-        """Fetch until ``batch_size`` batch-topic records or ``batch_within`` seconds; records of
-        other topics (changelogs, other agents' topics) go through Faust's per-message path.
-        Returns the batch, its size and the generation it was fetched in.
+        """Fetch until one batch topic holds its ``size`` records or one's ``within`` has passed;
+        records of other topics (changelogs, other agents' topics) go through Faust's
+        per-message path. Returns the batch, its size and the generation it was fetched in.
 
         One poll can hand out more than a batch (all that aiokafka buffered, a fetch per
-        partition): the runs past ``batch_size`` start the next batch, still compressed.
+        partition): the runs past a topic's ``size`` start the next batch, still compressed.
 
         Records are dropped, never skipped: every rebalance ends with Faust seeking each stream
         partition back to its committed offset, so what is dropped here is read again."""
+        topics = app.batch_topics
         batch: dict[str, list[Any]] = {}
-        count, generation = 0, -1
+        counts: dict[str, int] = {}
+        generation = -1
         ends: dict[TP, int] = {}  # the batch's last offset per partition
-        deadline = time.monotonic() + app.batch_within
+        started = time.monotonic()
         while True:
+            deadline = started + min((topics[t].within for t in (batch or topics)), default=app.batch_within)
             if self._carried is not None:
                 records, active, fetched_in = self._carried
                 self._carried = None
@@ -281,30 +310,36 @@ class BatchingConsumer(AIOKafkaConsumer):
             if self.should_stop or not self.flow_active:
                 return {}, 0, fetched_in  # stopping, or a rebalance stopped the flow
             if fetched_in != generation:
-                batch, count, generation, ends = {}, 0, fetched_in, {}  # fetched before the rebalance
+                batch, counts, generation, ends = {}, {}, fetched_in, {}  # fetched before the rebalance
             left: dict[TP, list[Any]] = {}
+            full = False
             for tp, tp_records in (records or {}).items():
                 if active is not None and tp not in active and tp not in self._buffered_partitions:
                     continue
-                if tp.topic in app.batch_handlers:
-                    taken = 0
-                    for run in tp_records:
-                        if count >= app.batch_size:
-                            left[tp] = tp_records[taken:]
-                            break
-                        count += run.span
-                        taken += 1
-                    if taken:
-                        batch.setdefault(tp.topic, []).extend(tp_records[:taken])
-                        ends[tp] = tp_records[taken - 1].last_offset
-                else:
+                spec = topics.get(tp.topic)
+                if spec is None:
                     await self._deliver(tp, tp_records, generation)
+                    continue
+                count, taken = counts.get(tp.topic, 0), 0
+                for run in tp_records:
+                    if count >= spec.size:
+                        left[tp] = tp_records[taken:]
+                        break
+                    count += run.span
+                    taken += 1
+                counts[tp.topic] = count
+                full = full or count >= spec.size
+                if taken:
+                    batch.setdefault(tp.topic, []).extend(tp_records[:taken])
+                    ends[tp] = tp_records[taken - 1].last_offset
             if left:
                 self._carried = (left, active, generation)  # a full batch, and more
-            if count >= app.batch_size:
-                return batch, count, generation
-            if (time.monotonic() >= deadline or (count and not records)) and not self._behind(ends):
-                return batch, count, generation
+            total = sum(counts.values())
+            if full:
+                return batch, total, generation
+            deadline = started + min((topics[t].within for t in (batch or topics)), default=app.batch_within)
+            if (time.monotonic() >= deadline or (total and not records)) and not self._behind(ends):
+                return batch, total, generation
 
     def _behind(self, ends: dict[TP, int]) -> bool:
         """Whether the broker holds more readable records past the batch (a backlog; up to the
@@ -399,11 +434,11 @@ class BatchingTransport(AIOKafkaTransport):
 class BatchingApp(faust.App):
     """A Faust app whose consumer can hand whole batches of a topic to a handler."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, batch_size: int = 5000, batch_within: float = 0.1,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_handlers: dict[str, BatchHandler] = {}
-        self.batch_size = 5000
-        self.batch_within = 0.1
+        self.batch_topics: dict[str, BatchTopic] = {}
+        self.batch_size, self.batch_within = batch_size, batch_within  # each topic's default
         self.batch_idle = asyncio.Event()  # set while no batch is being handled
         self.batch_idle.set()
         self.on_partitions_revoked.connect(self._wait_for_batch)  # type: ignore[arg-type]
@@ -411,11 +446,39 @@ class BatchingApp(faust.App):
     def _new_transport(self) -> Any:
         return BatchingTransport(self.conf.broker_consumer, self)
 
-    def batches(self, topic: faust.TopicT, handler: BatchHandler, *, size: int, within: float) -> None:
-        """Subscribe to ``topic`` and hand its records to ``handler`` in batches (see the module doc)."""
+    def batches(self, topic: faust.TopicT, handler: BatchHandler, *, size: int | None = None,
+                within: float | None = None) -> None:
+        """Subscribe to ``topic`` and hand its records to ``handler`` in batches of up to ``size``
+        records or ``within`` seconds (the app's defaults when not given; see the module doc)."""
         self.topics.add(topic)
-        self.batch_handlers[topic.get_topic_name()] = handler
-        self.batch_size, self.batch_within = size, within
+        self.batch_topics[topic.get_topic_name()] = BatchTopic(
+            handler, self.batch_size if size is None else size,
+            self.batch_within if within is None else within)
+
+    @property
+    def recovering(self) -> bool:
+        """Whether a table is being recovered from its changelog (rebalances end with it)."""
+        return bool(self.rebalancing or getattr(self, "in_recovery", False))
 
     async def _wait_for_batch(self, app: faust.App, revoked: Any, **kwargs: Any) -> None:
         await self.batch_idle.wait()  # the batch in flight is written before its partitions move
+
+
+# --- a table's RocksDB, as Faust's rocksdb store keeps it ------------------------------------------
+
+FAUST_KEY_PREFIX = b"__faust"  # Faust keeps its changelog offset among a partition's keys
+
+
+def is_table_key(key: bytes) -> bool:
+    """Whether a key read from a partition's RocksDB is the table's, not Faust's bookkeeping."""
+    return not key.startswith(FAUST_KEY_PREFIX)
+
+
+def partition_db(store: Any, partition: int) -> Any:
+    """The rocksdict ``Rdict`` holding ``partition`` of a table's store (``table.data``)."""
+    return store._db_for_partition(partition)
+
+
+def partition_directory(store: Any, partition: int) -> Path:
+    """The directory of ``partition``'s RocksDB in a table's store (read by the card maps)."""
+    return Path(store.partition_path(partition))

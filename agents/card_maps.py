@@ -1,0 +1,204 @@
+"""Card maps in a child process, and its supervisor.
+
+The child opens a partition's RocksDB as a *secondary* instance (RocksDB's
+read-only follower that catches up with the worker's writes), decodes the
+profiles once, runs each card's ``map`` and sends back one partial per card.
+A child process, not a thread, because a card that loops forever must be
+stopped: the parent (``MapProcess``) kills the child when a card overruns its
+budget, publishes an error partial for it and starts a new child. It also
+keeps card code off the worker's event loop and GIL.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from cardflow.agents.card_metrics import CardMetrics
+from cardflow.batches import is_table_key
+from cardflow.card_results import Partial, map_partition
+from cardflow.cards import Card, load_cards
+from cardflow.config import Settings
+from cardflow.profile_values import decode_profile, decode_watermark
+from cardflow.profiles import load_scripts
+
+LOAD_TIMEOUT_S = 120.0  # reading and decoding one partition; card budgets start after it
+
+
+def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tuple[str, ...],
+               params: dict[str, dict[str, Any]], workdir: str) -> None:
+    """The child's loop: for each job ``(partition, db_path, card_ids, keys)`` send
+    ``("loaded", n, seconds, offset, max_ts)``, then one encoded Partial per card, in order.
+
+    Decoded profiles are kept between jobs; ``keys`` names the profiles changed since the
+    partition's last job (re-read alone), or is None to read the whole partition again."""
+    from rocksdict import AccessType, Options, Rdict
+
+    cards = {c.id: c for c in load_cards(card_paths, [s.name for s in load_scripts(script_paths)], params)}
+    dbs: dict[str, Rdict] = {}
+    cached: dict[str, dict[bytes, dict[str, Any]]] = {}  # db path → key → decoded profile
+    marks: dict[str, tuple[int, int]] = {}  # db path → (offset, max_ts) over its profiles
+
+    def open_secondary(path: str) -> Rdict:
+        db = dbs.get(path)
+        if db is not None:
+            try:
+                db.try_catch_up_with_primary()
+                return db
+            except Exception:  # noqa: BLE001 - the primary was reopened (rebalance): open afresh
+                db.close()
+        options = Options(raw_mode=True)
+        options.set_max_open_files(-1)  # a secondary instance requires it
+        secondary = os.path.join(workdir, f"s{len(dbs)}-{os.path.basename(path)}")
+        db = dbs[path] = Rdict(path, options, access_type=AccessType.secondary(secondary))
+        db.try_catch_up_with_primary()
+        return db
+
+    def decode(key: bytes, value: bytes) -> dict[str, Any]:
+        profile = decode_profile(value)
+        profile["uid"] = key.decode()
+        return profile
+
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return  # the worker is gone (killed): nothing to answer, nothing to report
+        if job is None:
+            return
+        partition, path, card_ids, keys = job
+        started = time.perf_counter()
+        profiles = cached.get(path)
+        offset, max_ts = marks.get(path, (-1, 0))
+        if not os.path.isdir(path):  # no DB yet: nothing has been folded on this partition
+            profiles, offset, max_ts = {}, -1, 0
+        else:
+            db = open_secondary(path)
+            read: Iterable[tuple[Any, Any]]
+            if profiles is None or keys is None:
+                profiles, offset, max_ts = {}, -1, 0
+                read = db.items()
+            else:
+                read = ((key, db.get(key)) for key in keys)
+            for key, value in read:
+                assert isinstance(key, bytes)  # raw mode
+                if not is_table_key(key):
+                    continue
+                if value is None:  # a changed key that is gone
+                    profiles.pop(key, None)
+                    continue
+                profiles[key] = decode(key, value)
+                o, t = decode_watermark(value)
+                offset, max_ts = max(offset, o), max(max_ts, t)
+        cached[path], marks[path] = profiles, (offset, max_ts)
+        rows = list(profiles.values())
+        try:
+            conn.send(("loaded", len(rows), time.perf_counter() - started, offset, max_ts))
+            for card_id in card_ids:
+                conn.send_bytes(map_partition(cards[card_id], partition, rows, max_ts, offset).encode())
+        except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+            return
+
+
+class MapProcess:
+    """Runs card maps in a child process; kills and restarts it when a card overruns its budget.
+
+    ``run`` blocks: call it from a thread (the scheduler uses a one-thread executor).
+    """
+
+    def __init__(self, settings: Settings, cards: dict[str, Card], metrics: CardMetrics,
+                 workdir: Path) -> None:
+        self.settings = settings
+        self.cards = cards
+        self.metrics = metrics
+        # The child's secondary RocksDB instances. Under the worker's own data directory, not the
+        # system's temp: a killed worker's is removed by the next start (close() removes it too).
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        self._workdir = str(workdir)
+        self._proc: Any = None
+        self._conn: Connection | None = None
+
+    def _start(self) -> Connection:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process running asyncio and librdkafka
+        parent, child = ctx.Pipe()
+        s = self.settings
+        self._proc = ctx.Process(target=serve_maps, name="cardflow-maps", daemon=True,
+                                 args=(child, s.cards, s.profile_scripts, s.card_params, self._workdir))
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        return parent
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def close(self) -> None:
+        self._kill()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def run(self, partition: int, db_path: Path, card_ids: list[str],
+            on_partial: Callable[[Partial], Any] | None = None,
+            keys: list[bytes] | None = None) -> tuple[list[Partial], list[str]]:
+        """Partials for ``card_ids`` over one partition, and the ids of the cards that overran their
+        budget or ended the map process (each gets an error partial).
+        ``on_partial`` (from this thread) gets each partial as soon as it is made. ``keys``: the
+        profiles changed since this partition's last run, or None to read them all."""
+        partials: list[Partial] = []
+
+        def keep(partial: Partial) -> None:
+            partials.append(partial)
+            if on_partial is not None:
+                on_partial(partial)
+
+        overran: list[str] = []
+        pending = list(card_ids)
+        while pending:
+            conn = self._conn if self._proc is not None and self._proc.is_alive() else None
+            if conn is None:
+                self._kill()
+                conn = self._start()  # a new child has no profiles cached: it reads them all
+            conn.send((partition, str(db_path), pending, keys))
+            if not conn.poll(LOAD_TIMEOUT_S):
+                self._kill()
+                raise TimeoutError(f"card maps: reading partition {partition} took over {LOAD_TIMEOUT_S}s")
+            _, count, seconds, offset, max_ts = conn.recv()
+            self.metrics.load_seconds.observe(seconds)
+            while pending:
+                card = self.cards[pending[0]]
+                problem = None
+                if not conn.poll(card.budget):
+                    problem = (f"map ran longer than its budget of {card.budget:g}s over {count} profiles; "
+                               "stopped (make it faster or raise the card's budget)")
+                else:
+                    try:
+                        partial = Partial.decode(conn.recv_bytes())
+                    except (EOFError, OSError):
+                        self._proc.join(5)
+                        problem = (f"map ended the map process (exit code {self._proc.exitcode}), e.g. by "
+                                   "sys.exit() or a crash in native code")
+                if problem is not None:
+                    # Stop the card (a new map process starts) and go on with the rest.
+                    self._kill()
+                    pending.pop(0)
+                    overran.append(card.id)
+                    self.metrics.maps.labels(card.id, "overran" if "budget" in problem else "crashed").inc()
+                    keep(Partial(card.id, card.version, partition, b"null", max_ts, offset,
+                                 int(time.time() * 1000), card.budget * 1000, problem))
+                    break
+                pending.pop(0)
+                keep(partial)
+                self.metrics.maps.labels(card.id, "error" if partial.error else "ok").inc()
+                self.metrics.map_seconds.labels(card.id).observe(partial.run_ms / 1000)
+        return partials, overran

@@ -1,0 +1,112 @@
+"""Which card maps run, when: per card, at most once per its debounce, over what changed."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from cardflow.agents.card_maps import MapProcess
+from cardflow.card_results import Partial
+from cardflow.cards import Card
+
+MAX_PENALTY_S = 300.0
+
+
+class CardScheduler:
+    """Decides which card maps run, when: per card, at most once per its debounce, over the
+    partitions that changed since its last run (all owned partitions after an assignment)."""
+
+    def __init__(self, cards: tuple[Card, ...], process: MapProcess, send: Callable[[Partial], Any],
+                 owned: Callable[[], set[int]], db_path: Callable[[int], Path],
+                 busy: Callable[[], bool]) -> None:
+        self.cards = {card.id: card for card in cards}
+        self.process = process
+        self.send = send
+        self.owned = owned
+        self.db_path = db_path
+        self.busy = busy
+        self.dirty: dict[str, set[int]] = {card.id: set() for card in cards}
+        self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}
+        self.penalty: dict[str, float] = {}
+        self.changed_keys: dict[int, set[bytes]] = defaultdict(set)  # since the partition's last run
+        self.reload: set[int] = set()  # partitions to read whole next time
+        self._known: set[int] = set()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="cardflow-maps")
+
+    def mark_dirty(self, partitions: Iterable[int]) -> None:
+        parts = set(partitions)
+        for dirty in self.dirty.values():
+            dirty |= parts
+
+    def mark_changed(self, changed: dict[int, set[bytes]]) -> None:
+        """The profile keys a batch wrote, per partition."""
+        self.mark_dirty(changed)
+        for partition, keys in changed.items():
+            self.changed_keys[partition] |= keys
+
+    def reload_all(self) -> None:
+        """After a rebalance: recovery may have written profiles that no batch reported, so every
+        owned partition is read whole again, as a newly assigned one is."""
+        self._known = set()
+
+    async def tick(self) -> None:
+        if self.busy():
+            return  # rebalancing or recovering: the local profiles may be incomplete
+        owned = self.owned()
+        new = owned - self._known
+        self._known = owned
+        if new:
+            self.mark_dirty(new)
+            self.reload |= new
+        now = time.monotonic()
+        jobs: dict[int, list[str]] = defaultdict(list)
+        for card_id, dirty in self.dirty.items():
+            dirty &= owned
+            if dirty and now >= self.not_before[card_id]:
+                for partition in sorted(dirty):
+                    jobs[partition].append(card_id)
+                dirty.clear()  # marks made while the maps run are kept for the next run
+                self.not_before[card_id] = now + self.cards[card_id].debounce
+        loop = asyncio.get_running_loop()
+        for partition in set(self.changed_keys) - owned:
+            del self.changed_keys[partition]
+        for partition, card_ids in sorted(jobs.items()):
+            sent: list[concurrent.futures.Future[Any]] = []
+            # Each partial is published as soon as it is made, not after the partition's last card.
+            publish = functools.partial(self._publish, loop, sent)
+            keys: list[bytes] | None = list(self.changed_keys.pop(partition, ()))
+            if partition in self.reload:
+                keys = None
+                self.reload.discard(partition)
+            try:
+                _, overran = await loop.run_in_executor(
+                    self._executor, self.process.run, partition, self.db_path(partition), card_ids,
+                    publish, keys)
+            except BaseException:
+                self.reload.add(partition)  # the child may have missed these keys
+                raise
+            for future in sent:
+                await asyncio.wrap_future(future)
+            for card_id in card_ids:
+                if card_id in overran:
+                    # Back off a card that keeps overrunning: each overrun costs a new child process.
+                    self.penalty[card_id] = min(MAX_PENALTY_S, max(5.0, self.penalty.get(card_id, 0) * 2))
+                    self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
+                else:
+                    self.penalty.pop(card_id, None)
+
+    def _publish(self, loop: asyncio.AbstractEventLoop, sent: list[concurrent.futures.Future[Any]],
+                 partial: Partial) -> None:
+        """Called in the executor thread: hand the partial to the event loop to send."""
+        sent.append(asyncio.run_coroutine_threadsafe(self.send(partial), loop))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.process.close()
