@@ -34,6 +34,14 @@ class _Commands(click.Group):
             raise _UserError(exc) from exc
 
 
+def _check_plugins(settings: Settings) -> None:
+    """Load the profile scripts and cards: a mistake in them is said before anything starts."""
+    from cardflow.cards import load_cards
+    from cardflow.profiles import load_scripts
+
+    load_cards(settings.cards, [s.name for s in load_scripts(settings.profile_scripts)], settings.card_params)
+
+
 def _settings(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj or load_settings(ctx.find_root().params.get("config"))
     ctx.obj = settings
@@ -184,6 +192,7 @@ def worker(ctx: click.Context, topology: str) -> None:
     from cardflow.topologies import TOPOLOGIES
 
     settings = _settings(ctx)
+    _check_plugins(settings)
     check_record_limits(settings)  # before a record the broker cannot take stops the worker
     app = TOPOLOGIES[topology](settings)
     # The root logger stays at DEBUG under mode, so Faust's and aiokafka's per-message debug
@@ -216,7 +225,9 @@ def dev(ctx: click.Context, rate: float) -> None:
     """
     from cardflow.dev import run_dev
 
-    sys.exit(run_dev(_settings(ctx), rate=rate, config=ctx.find_root().params.get("config")))
+    settings = _settings(ctx)
+    _check_plugins(settings)  # the worker would refuse them too, but only after the broker started
+    sys.exit(run_dev(settings, rate=rate, config=ctx.find_root().params.get("config")))
 
 
 def main() -> None:

@@ -15,12 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cardflow.cards import load_cards
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
 from cardflow.demo import run_demo
 from cardflow.local_kafka import LocalKafka
-from cardflow.profiles import load_scripts
 
 
 def _uses_local_broker(settings: Settings, broker: LocalKafka) -> bool:
@@ -62,8 +60,6 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
 
 def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code (non-zero when a service died)."""
-    # The worker would refuse these too, but only after the broker started: say so at once.
-    load_cards(settings.cards, [s.name for s in load_scripts(settings.profile_scripts)], settings.card_params)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -52,19 +52,19 @@ class AvroError(CardflowError, ValueError):
     """Bytes that are not a record of one of cardflow's Avro schemas."""
 
 
-class BrokerUnreachable(CardflowError):
+class BrokerUnreachable(CardflowError, ConnectionError):
     """The Kafka cluster cannot be reached (CARDFLOW_BROKER, credentials, network)."""
 
 
-class BrokerError(CardflowError):
+class BrokerError(CardflowError, RuntimeError):
     """The local development broker cannot be fetched, started or stopped."""
 
 
-class TopicError(CardflowError):
+class TopicError(CardflowError, RuntimeError):
     """A topic exists with a layout cardflow cannot use, or cannot be created."""
 
 
-class DeliveryError(CardflowError):
+class DeliveryError(CardflowError, RuntimeError):
     """Records were not stored by the broker. ``failed`` holds what is known of each failed record
     (the SDK: ``(event, KafkaError)`` pairs)."""
 
@@ -81,5 +81,5 @@ class Backpressure(DeliveryError):
     """The local producer queue is full: retry later."""
 
 
-class WorkerUnavailable(CardflowError):
+class WorkerUnavailable(CardflowError, RuntimeError):
     """No worker answered for a profile (starting, rebalancing or down): retry later."""

@@ -19,9 +19,14 @@ from cardflow.config import SecurityProtocol, Settings
 Config = dict[str, Any]
 
 
-def client_config(settings: Settings) -> Config:
-    """librdkafka (confluent-kafka) settings for the cluster: address and security."""
-    conf: Config = {
+QUIET = {"log_level": 0}  # librdkafka logs nothing: its caller reports every failure itself
+
+
+def client_config(settings: Settings, *, quiet: bool = False) -> Config:
+    """librdkafka (confluent-kafka) settings for the cluster: address and security. ``quiet``
+    for clients whose every failure surfaces as an exception (admin, operator commands), where
+    librdkafka's own log lines (a "Connection refused" every 50 ms) would only bury it."""
+    conf: Config = {**(QUIET if quiet else {}),
         "bootstrap.servers": settings.broker,
         "security.protocol": settings.security_protocol.value,
     }
@@ -62,8 +67,9 @@ def sink_config(settings: Settings) -> Config:
 
 
 def consumer_config(settings: Settings, group: str, **extra: Any) -> Config:
-    """A consumer that commits only when told to and starts at the earliest offset."""
-    return {**client_config(settings), "group.id": group, "enable.auto.commit": False,
+    """A consumer that commits only when told to and starts at the earliest offset (for operator
+    commands and one-off reads, whose failures are raised: quiet)."""
+    return {**client_config(settings, quiet=True), "group.id": group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", **extra}
 
 

@@ -20,7 +20,7 @@ from cardflow.connectors.kafka_read import (
     watermarks,
 )
 from cardflow.errors import BrokerUnavailable
-from cardflow.kafka_clients import producer_config
+from cardflow.kafka_clients import QUIET, producer_config
 
 CODEC = AvroCodec.named("DeadLetter")
 
@@ -85,7 +85,7 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
     timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
     topic = settings.topic(EVENTS_DLQ)
     consumer = manual_consumer(settings, settings.topic("dlq-replay" + (f"-{reason}" if reason else "")))
-    producer = Producer(producer_config(settings))
+    producer = Producer(producer_config(settings, **QUIET))  # a failed flush is raised
     sent = skipped = 0
     try:
         partitions = topic_partitions(consumer, topic, timeout, settings)

@@ -74,7 +74,7 @@ def check_record_limits(settings: Settings, timeout: float | None = None) -> Non
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(client_config(settings))
+    return AdminClient(client_config(settings, quiet=True))
 
 
 def list_topics(client: Any, settings: Settings, timeout: float, topic: str | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from cardflow.card_results import CARD_RESULT
 from cardflow.config import Scope, Settings
@@ -108,6 +109,9 @@ async def follow_results(settings: Settings, store: ResultStore) -> None:
                     store.loaded.set()
         except asyncio.CancelledError:
             raise
+        except KafkaConnectionError as exc:  # the cluster is down or unreachable: no bug to trace
+            log.warning("reading %s: %s; retrying in 2s", topic, exc)
+            await asyncio.sleep(2)
         except Exception:
             log.exception("reading %s failed; retrying in 2s", topic)
             await asyncio.sleep(2)
