@@ -322,3 +322,42 @@ def test_runs_past_the_batch_size_start_the_next_batch_in_order() -> None:
 def test_runs_carried_over_a_rebalance_are_dropped() -> None:
     polls = [[run(0, 0, 1, 2, 3, 4), run(0, 5, 6)], [run(0, 0, 1, 2, 3, 4)]]  # sought back to 0
     assert collect(polls, highwater=100, batches=2, rebalance_after=0) == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+
+
+class TwoTopicConsumer(FetchingConsumer):
+    """Each poll hands out the scripted runs of both topics, partition 0."""
+
+    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[RecordRun]], None]:  # noqa: ASYNC109 - overrides Faust
+        polls = self.polls.pop(0) if self.polls else {}
+        return {TP(topic, 0): runs for topic, runs in polls.items()}, None  # type: ignore[union-attr]
+
+
+def _changes(*offsets: int) -> RecordRun:
+    return RecordRun("changes", 0, [SimpleNamespace(offset=offset) for offset in offsets])
+
+
+def test_each_batch_topic_has_its_own_size_and_the_first_full_one_ends_the_batch() -> None:
+    app = FakeApp()
+    app.consumer_generation_id = 1  # type: ignore[misc]
+    app.batch_topics["events"] = BatchTopic(None, size=100, within=60.0)  # type: ignore[arg-type]
+    app.batch_topics["changes"] = BatchTopic(None, size=3, within=60.0)  # type: ignore[arg-type]
+    polls = [{"events": [run(0, 0, 1)], "changes": [_changes(0, 1)]},
+             {"events": [run(0, 2)], "changes": [_changes(2, 3), _changes(4)]}]
+    consumer = TwoTopicConsumer(app, polls, highwater=1000)  # type: ignore[arg-type]
+    batch, count, _ = asyncio.run(consumer._collect(app))
+    offsets = {t: [r.offset for run_ in runs for r in run_.records] for t, runs in batch.items()}
+    # changes filled (3 or more: whole runs), events did not; the run past changes' size is kept.
+    assert offsets == {"events": [0, 1, 2], "changes": [0, 1, 2, 3]} and count == 7
+    carried = consumer._carried
+    assert carried is not None and [r.first_offset for r in carried[0][TP("changes", 0)]] == [4]
+
+
+def test_a_topic_without_its_own_bounds_takes_the_apps() -> None:
+    app = object.__new__(BatchingApp)
+    app.batch_size, app.batch_within, app.batch_topics = 7, 0.25, {}
+    app.topics = SimpleNamespace(add=lambda topic: None)  # type: ignore[assignment]
+    topic = SimpleNamespace(get_topic_name=lambda: "events")
+    app.batches(topic, None, size=None)  # type: ignore[arg-type]
+    app.batches(SimpleNamespace(get_topic_name=lambda: "changes"), None, size=2)  # type: ignore[arg-type]
+    assert app.batch_topics["events"].size == 7 and app.batch_topics["events"].within == 0.25
+    assert app.batch_topics["changes"].size == 2 and app.batch_topics["changes"].within == 0.25
