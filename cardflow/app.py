@@ -62,3 +62,9 @@ def create_app(settings: Settings, app_id: str, app_class: type[faust.App] = fau
     }
     options.update(overrides)
     return app_class(app_id, **options)
+
+
+def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
+    """One of cardflow's topics (``name`` without the prefix), its keys and values as bytes."""
+    return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
+                     partitions=settings.partitions)

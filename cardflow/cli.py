@@ -182,7 +182,7 @@ def dlq_replay(ctx: click.Context, reason: str | None, dry_run: bool) -> None:
 
 
 @cli.command()
-@click.argument("topology", type=click.Choice(["people"]))
+@click.argument("topology", type=click.Choice(["people", "archive"]))
 @click.pass_context
 def worker(ctx: click.Context, topology: str) -> None:
     """Run one topology's Faust worker until SIGTERM or Ctrl-C."""

@@ -114,6 +114,20 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     lake_url: str = Field("", description="s3://bucket/prefix or file:///dir; default under data_dir")
     warehouse_url: str = Field("", description="chdb:///path or http(s)://clickhouse:8123/db")
+    lake_endpoint_url: str = Field("", description="S3 endpoint (MinIO, Ceph, moto); empty: AWS")
+    lake_region: str = Field("", description="S3 region; empty: the AWS chain's default")
+    lake_multipart_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024 ** 3,
+                                      description="S3 objects above this size are uploaded in parts")
+    archive_format: str = Field("avro", pattern=r"^(avro|jsonl)$",
+                                description="avro (object container files) or jsonl (gzip'd JSON lines)")
+    archive_codec: str = Field("deflate", pattern=r"^(deflate|null)$", description="Avro block codec")
+    archive_batch_events: int = Field(50_000, ge=1, le=10_000_000, description=(
+        "records per archive batch across the worker's partitions (each batch writes one object per "
+        "partition it holds records of)"))
+    archive_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=5 * 1024 ** 3,
+                                     description="an object is split past this many bytes of values")
+    archive_batch_seconds: float = Field(60.0, gt=0, le=3600, description=(
+        "longest wait to fill an archive batch (a backlog fills batches to their size)"))
     rocksdb_block_cache_mb: int = Field(16, ge=1, le=65536)
 
     # Workers and API

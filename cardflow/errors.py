@@ -83,3 +83,15 @@ class Backpressure(DeliveryError):
 
 class WorkerUnavailable(CardflowError, RuntimeError):
     """No worker answered for a profile (starting, rebalancing or down): retry later."""
+
+
+class LakeError(CardflowError):
+    """The data lake cannot be used as configured (bucket, credentials, URL, a key)."""
+
+
+class LakeUnavailable(LakeError):
+    """The lake's storage did not answer or failed for now (network, 5xx, disk): retry later."""
+
+
+class CorruptObject(LakeError):
+    """An object in the lake cannot be read as an archive object (truncated, not ours, damaged)."""

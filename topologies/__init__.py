@@ -8,8 +8,9 @@ import faust
 
 from cardflow.config import Settings
 
+from .archive import build_archive
 from .people import build_people
 
-TOPOLOGIES: dict[str, Callable[[Settings], faust.App]] = {"people": build_people}
+TOPOLOGIES: dict[str, Callable[[Settings], faust.App]] = {"people": build_people, "archive": build_archive}
 
-__all__ = ["TOPOLOGIES", "build_people"]
+__all__ = ["TOPOLOGIES", "build_archive", "build_people"]

@@ -14,7 +14,7 @@ from cardflow.agents.card_reducer import reduce_cards
 from cardflow.agents.cards import map_cards
 from cardflow.agents.folder import PeopleMetrics, ProfileFolder, Topics
 from cardflow.agents.profiles import fold_profiles
-from cardflow.app import create_app, table_options
+from cardflow.app import create_app, raw_topic, table_options
 from cardflow.batches import BatchingApp
 from cardflow.cards import load_cards
 from cardflow.config import Settings
@@ -60,11 +60,6 @@ def build_people(settings: Settings) -> faust.App:
     profile_pages(app, profiles)
     metrics_page(app, registry, folder)
     return app
-
-
-def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
-    return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw",
-                     partitions=settings.partitions)
 
 
 def profiles_table(app: faust.App, settings: Settings) -> faust.types.TableT:
