@@ -188,7 +188,7 @@ class Settings(BaseSettings):
                                        description="heartbeats to the group coordinator")
     rebalance_timeout_ms: int = Field(30_000, ge=1_000, le=1_800_000, description=(
         "how long the group waits for members to rejoin in a rebalance"))
-    admin_timeout_ms: int = Field(30_000, ge=100, le=600_000, description=(
+    kafka_admin_timeout_ms: int = Field(30_000, ge=100, le=600_000, description=(
         "how long operator commands (topics, dlq) and a worker's start checks wait for the "
         "cluster before saying it cannot be reached"))
     worker_urls: tuple[str, ...] = Field(

@@ -62,7 +62,7 @@ def _decode(msg: Any) -> DeadLetter:
 
 def read_all(settings: Settings, timeout: float | None = None) -> Iterator[DeadLetter]:
     """Every dead letter now in the topic, oldest first per partition; commits nothing."""
-    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
+    timeout = settings.kafka_admin_timeout_ms / 1000 if timeout is None else timeout
     for msg in read_topic(settings, settings.topic(EVENTS_DLQ), settings.topic("dlq-reader"), timeout):
         yield _decode(msg)
 
@@ -82,7 +82,7 @@ def replay(settings: Settings, reason: str | None = None, dry_run: bool = False,
     A truncated dead letter (its record was over ``max_record_bytes``) no
     longer holds the original bytes: it is skipped, counted with the filtered.
     """
-    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
+    timeout = settings.kafka_admin_timeout_ms / 1000 if timeout is None else timeout
     topic = settings.topic(EVENTS_DLQ)
     consumer = manual_consumer(settings, settings.topic("dlq-replay" + (f"-{reason}" if reason else "")))
     producer = Producer(producer_config(settings, **QUIET))  # a failed flush is raised

@@ -53,7 +53,7 @@ def check_record_limits(settings: Settings, timeout: float | None = None) -> Non
     """Raise TopicError when a topic cardflow writes takes smaller records than
     ``max_record_bytes``: the broker would refuse a legitimate changelog record or dead letter,
     and the worker would stop on it at every restart. Topics not created yet are skipped."""
-    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
+    timeout = settings.kafka_admin_timeout_ms / 1000 if timeout is None else timeout
     admin = admin_client(settings)
     existing = list_topics(admin, settings, timeout)
     written = [settings.topic(name) for name in (EVENTS, EVENTS_DLQ, PROFILE_CHANGES)]
@@ -97,7 +97,7 @@ def ensure_topics(settings: Settings, timeout: float | None = None) -> dict[str,
     ``settings.partitions`` (changing it would move users between partitions),
     or when one takes smaller records than ``max_record_bytes``.
     """
-    timeout = settings.admin_timeout_ms / 1000 if timeout is None else timeout
+    timeout = settings.kafka_admin_timeout_ms / 1000 if timeout is None else timeout
     outcome = _create_topics(settings, timeout)
     check_record_limits(settings, timeout)
     return outcome

@@ -20,7 +20,7 @@ EVERY_COMMAND = [
     ["topics", "create"], ["dlq", "count"], ["dlq", "show"], ["dlq", "replay"],
     ["worker", "people"], ["api"], ["dev"],
 ]
-UNREACHABLE = {"CARDFLOW_ADMIN_TIMEOUT_MS": "1500"}  # and a broker address nothing listens on
+UNREACHABLE = {"CARDFLOW_KAFKA_ADMIN_TIMEOUT_MS": "1500"}  # and a broker address nothing listens on
 
 
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,7 @@ and nowhere else in cardflow: an upgrade then has one module to re-check."""
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib
 import re
 from pathlib import Path
 
@@ -26,11 +26,11 @@ def _our_files() -> list[Path]:
 
 def _private_names_of(library: str) -> set[str]:
     """Underscore names a library defines: methods, attributes set on self, module globals."""
-    spec = importlib.util.find_spec(library)
-    assert spec is not None and spec.submodule_search_locations
+    module = importlib.import_module(library)
+    assert module.__file__ is not None
     names: set[str] = set()
     pattern = re.compile(r"(?:def |self\.|^)(_[a-z]\w*)\s*[(=:]", re.M)
-    for path in Path(next(iter(spec.submodule_search_locations))).rglob("*.py"):
+    for path in Path(module.__file__).parent.rglob("*.py"):
         names.update(pattern.findall(path.read_text(errors="replace")))
     return names
 
