@@ -181,6 +181,105 @@ def dlq_replay(ctx: click.Context, reason: str | None, dry_run: bool) -> None:
     click.echo(f"{verb} {sent} dead letter(s); {skipped} skipped (by the reason filter, or truncated)")
 
 
+@cli.group()
+def lake() -> None:
+    """Inspect the data lake the archive worker writes (CARDFLOW_LAKE_URL)."""
+
+
+def _open_lake(settings: Settings, url: str | None = None) -> Any:
+    from cardflow.connectors.lake import open_lake
+
+    return open_lake(url or settings.effective_lake_url, settings.lake_endpoint_url, settings.lake_region,
+                     settings.lake_multipart_bytes)
+
+
+@lake.command("ls")
+@click.option("--topic", default=None, help="Topic name without the prefix (default: events).")
+@click.option("--since", default=None, help="ISO 8601 time or ms: objects holding records from then on.")
+@click.option("--until", default=None, help="ISO 8601 time or ms: objects holding records before then.")
+@click.pass_context
+def lake_ls(ctx: click.Context, topic: str | None, since: str | None, until: str | None) -> None:
+    """List archive objects with their partition, offset range and record count."""
+    from cardflow.connectors.lake_objects import parse_name, span
+    from cardflow.connectors.replay import lake_objects, parse_time
+
+    settings = _settings(ctx)
+    store = _open_lake(settings)
+    name = settings.topic(topic or "events")
+    total = 0
+    for obj in lake_objects(store, name, parse_time(since), parse_time(until)):
+        first, last, count = span(obj.key, store.head(obj.key, 8192) or b"")
+        part = parse_name(obj.key)
+        total += count
+        click.echo(f"{obj.key}\tpartition {part.partition if part else '?'}\toffsets {first}..{last}\t"
+                   f"{count} records\t{obj.size} bytes")
+    click.echo(f"total\t{total} records")
+
+
+@cli.command()
+@click.option("--from", "source", required=True,
+              help="s3://bucket/prefix or file:///dir (a lake), or kafka:<topic> (a topic replay).")
+@click.option("--to-topic", required=True, help="Topic to write to (never the live events topic).")
+@click.option("--topic", default="events", show_default=True,
+              help="Which archived topic to replay from a lake (events or events-dlq, without the prefix).")
+@click.option("--since", default=None, help="ISO 8601 time or ms: records from then on.")
+@click.option("--until", default=None, help="ISO 8601 time or ms: records before then.")
+@click.option("--glob", default=None, help="Only objects (or foreign folders) matching this pattern.")
+@click.option("--layout", type=click.Choice(["cardflow", "batches"]), default="cardflow", show_default=True,
+              help="batches: a foreign lake of <ISO time>-<uuid> folders of JSON-array files.")
+@click.option("--rate", type=float, default=None, help="At most this many records per second.")
+@click.option("--skip-corrupt", is_flag=True, help="Leave out (and list) objects that cannot be read.")
+@click.option("--dry-run", is_flag=True, help="List what would be replayed; send nothing.")
+@click.pass_context
+def replay(ctx: click.Context, source: str, to_topic: str, topic: str, since: str | None, until: str | None,
+           glob: str | None, layout: str, rate: float | None, skip_corrupt: bool, dry_run: bool) -> None:
+    """Replay a period from the lake or a topic into a topic, to rebuild profiles and cards.
+
+    Interrupt it at any time (Ctrl-C) and run the same command again: it resumes where it
+    stopped, without sending a record twice.
+    """
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    from cardflow.connectors import replay as r
+
+    settings = _settings(ctx)
+    since_ms, until_ms = r.parse_time(since), r.parse_time(until)
+    if source.startswith("kafka:"):
+        name = source.removeprefix("kafka:")
+        if dry_run:
+            click.echo(f"would copy {name} from {since or 'its start'} to {until or 'its end'} "
+                       f"into {to_topic}")
+            return
+        outcome = r.replay_topic(settings, name, to_topic, since=since_ms, until=until_ms, rate=rate)
+    elif layout == "batches":
+        root = Path(unquote(urlparse(source).path)) if source.startswith("file://") else Path(source)
+        if dry_run:
+            for folder in r.batch_folders(root, glob):
+                click.echo(f"{folder}\t{sum(1 for p in folder.iterdir() if p.is_file())} files")
+            return
+        outcome = r.replay_batches(settings, root, to_topic, glob=glob, rate=rate, skip_corrupt=skip_corrupt)
+    else:
+        store = _open_lake(settings, source)
+        archived = settings.topic(topic)
+        if dry_run:
+            plan = r.plan_lake(store, archived, since_ms, until_ms, glob)
+            for obj in plan.objects:
+                click.echo(f"{obj.key}\t{obj.size} bytes")
+            click.echo(f"would replay {len(plan.objects)} object(s), {plan.events} records, "
+                       f"{plan.bytes} bytes into {to_topic}")
+            return
+        outcome = r.replay_lake(settings, store, archived, to_topic, since=since_ms, until=until_ms,
+                                glob=glob, rate=rate, skip_corrupt=skip_corrupt)
+    for line in outcome.corrupt:
+        click.echo(f"skipped corrupt: {line}", err=True)
+    state = "interrupted; run the same command again to resume" if outcome.interrupted else "done"
+    click.echo(f"replayed {outcome.sent} record(s) into {to_topic} ({state}); {outcome.skipped_done} sent "
+               f"before, {outcome.out_of_range} outside the period, {len(outcome.corrupt)} corrupt object(s)")
+    if outcome.interrupted:
+        ctx.exit(130)
+
+
 @cli.command()
 @click.argument("topology", type=click.Choice(["people", "archive"]))
 @click.pass_context
