@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -69,7 +70,11 @@ from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
+log = logging.getLogger(__name__)
 BACKLOG_WAIT = 0.05  # seconds a poll waits for a backlog's next fetch (it returns as records arrive)
+# Empty polls past its age after which a batch ends even though the broker holds more: a partition
+# the fetcher no longer serves (paused, moved) must not hold the batch, and its handler, back.
+MAX_EMPTY_POLLS = 20
 
 
 class RecordRun:
@@ -298,6 +303,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         generation = -1
         ends: dict[TP, int] = {}  # the batch's last offset per partition
         started = time.monotonic()
+        empty_polls = 0
         while True:
             deadline = started + min((topics[t].within for t in (batch or topics)), default=app.batch_within)
             if self._carried is not None:
@@ -308,13 +314,16 @@ class BatchingConsumer(AIOKafkaConsumer):
                 records, active = await self._wait_next_records(wait if wait > 0 else BACKLOG_WAIT)
                 fetched_in = app.consumer_generation_id
             if self.should_stop or not self.flow_active:
-                return {}, 0, fetched_in  # stopping, or a rebalance stopped the flow
+                await self._reread(batch, records)  # stopping, or a rebalance stopped the flow
+                return {}, 0, fetched_in
             if fetched_in != generation:
-                batch, counts, generation, ends = {}, {}, fetched_in, {}  # fetched before the rebalance
+                await self._reread(batch, None)  # fetched before the rebalance
+                batch, counts, generation, ends = {}, {}, fetched_in, {}
             left: dict[TP, list[Any]] = {}
             full = False
             for tp, tp_records in (records or {}).items():
                 if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    await self._reread({tp.topic: tp_records} if tp.topic in topics else {}, None)
                     continue
                 spec = topics.get(tp.topic)
                 if spec is None:
@@ -338,10 +347,34 @@ class BatchingConsumer(AIOKafkaConsumer):
             if full:
                 return batch, total, generation
             deadline = started + min((topics[t].within for t in (batch or topics)), default=app.batch_within)
-            if (time.monotonic() >= deadline or (total and not records)) and not self._behind(ends):
+            late = time.monotonic() >= deadline
+            empty_polls = empty_polls + 1 if late and not records else 0
+            if (late or (total and not records)) and (
+                    not self._behind(ends, active) or empty_polls >= MAX_EMPTY_POLLS):
                 return batch, total, generation
 
-    def _behind(self, ends: dict[TP, int]) -> bool:
+    async def _reread(self, batch: Mapping[str, list[Any]], records: Mapping[TP, list[Any]] | None) -> None:
+        """Seek the partitions of runs fetched but not handled back to their first offset, so they
+        are fetched again: dropped, never skipped, whether or not a rebalance seeks them (Faust's
+        recovery seeks stream partitions to their committed offsets, but runs can be dropped
+        without a rebalance: a partition paused between the fetch and this check)."""
+        first: dict[TP, int] = {}
+        for topic, runs in batch.items():
+            for run in runs:
+                tp = TP(topic, run.partition)
+                first[tp] = min(first.get(tp, run.first_offset), run.first_offset)
+        for tp, runs in (records or {}).items():
+            if tp.topic in self.app.batch_topics and runs:  # type: ignore[attr-defined]
+                first[tp] = min(first.get(tp, runs[0].first_offset), runs[0].first_offset)
+        if not first:
+            return
+        assigned = self.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                log.info("runs of %s from offset %d were fetched but not handled: read again", tp, offset)
+                await self.seek(tp, offset)
+
+    def _behind(self, ends: dict[TP, int], active: Collection[TP] | None) -> bool:
         """Whether the broker holds more readable records past the batch (a backlog; up to the
         last stable offset, as an open transaction's records are not readable yet): then the
         batch fills to ``batch_size`` rather than ending after ``batch_within``, which only
@@ -349,6 +382,8 @@ class BatchingConsumer(AIOKafkaConsumer):
         ConsumerRecord per record, a batch of a backlog was cut at some 20k records by the
         clock, whatever its size.)"""
         for tp, offset in ends.items():
+            if active is not None and tp not in active:
+                continue  # not fetched now (paused, or being moved): nothing more will come
             high = self.highwater(tp)
             if high is not None and high > offset + 1:
                 return True
