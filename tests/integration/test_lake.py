@@ -158,3 +158,28 @@ def test_s3_unreachable_for_30_s_mid_stream(settings: Settings, tmp_path, monkey
     # Bounded: one batch in flight and one fetched ahead, not the 30 s of events behind them.
     assert max(rss) < before + 150, f"RSS grew from {before:.0f} MB to {max(rss):.0f} MB"
     b.moto.stop()
+
+
+def test_the_lake_is_readable_with_sql_from_chdb(backend: Backend) -> None:  # noqa: F811
+    """The archive as standard tools read it: ClickHouse's Avro input over file() or s3()."""
+    import chdb
+    from prometheus_client import CollectorRegistry
+
+    from cardflow.agents.archive import ArchiveMetrics, Archiver
+    from cardflow.connectors.lake_objects import Archived
+
+    archiver = Archiver(backend.lake(), "avro", "deflate", 1 << 20, ArchiveMetrics(CollectorRegistry()))
+    batch = {("events", p): [Archived("events", p, o, 1_790_000_000_000 + o, 0, f"u{o % 7}".encode(),
+                                      f'{{"uid": "u{o % 7}", "event": "e{o % 3}"}}'.encode())
+                             for o in range(100 * p, 100 * p + 100)] for p in range(3)}
+    archiver.write(batch)
+    sql = ("SELECT JSONExtractString(value, 'event') AS event, count() AS n, uniqExact(key) AS users, "
+           "min(offset), max(offset) FROM {source} GROUP BY event ORDER BY event")
+    if backend.moto is None:
+        source = f"file('{backend.lake().root}/topic=events/*/*/*.avro', 'Avro')"  # type: ignore[attr-defined]
+    else:
+        url = f"{backend.moto.url}/cardflow-lake/archive/topic=events/*/*/*.avro"
+        source = f"s3('{url}', 'testing', 'testing', 'Avro')"
+    rows = [line.split(",") for line in str(chdb.query(sql.format(source=source), "CSV")).split()]
+    assert rows == [['"e0"', "100", "7", "0", "297"], ['"e1"', "100", "7", "1", "298"],
+                    ['"e2"', "100", "7", "2", "299"]]
