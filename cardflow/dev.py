@@ -18,15 +18,15 @@ from pathlib import Path
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
 from cardflow.demo import run_demo
-from cardflow.local_kafka import LocalKafka
+from cardflow.local_kafka import LocalKafka, free_port
 
 
 def _uses_local_broker(settings: Settings, broker: LocalKafka) -> bool:
     return settings.broker.replace("localhost", "127.0.0.1") == broker.bootstrap
 
 
-def _spawn(args: list[str], config: str | None, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
+def _spawn(args: list[str], config: str | None, log: Path, **overrides: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **overrides}
     if config:
         env["CARDFLOW_CONFIG"] = str(Path(config).resolve())
     out = open(log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
@@ -81,6 +81,9 @@ def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -
         logs = settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         children["worker people"] = _spawn(["worker", "people"], config, logs / "people.log")
+        # Raw events to the local lake (data_dir/lake unless CARDFLOW_LAKE_URL), on a web port of its own.
+        children["worker archive"] = _spawn(["worker", "archive"], config, logs / "archive.log",
+                                            CARDFLOW_WORKER_WEB_PORT=str(free_port()))
         children["api"] = _spawn(["api"], config, logs / "api.log")
         base = f"http://{settings.api_host}:{settings.api_port}"
         if not _wait_http(f"{base}/healthz", children["api"]):

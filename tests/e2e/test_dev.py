@@ -29,7 +29,7 @@ def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
     settings = load_settings(
         env={}, data_dir=tmp_path / "data", kafka_port=port, kafka_controller_port=free_port(),
         broker=f"127.0.0.1:{port}", api_port=free_port(), worker_web_port=free_port(),
-        partitions=2,
+        partitions=2, archive_batch_seconds=2,
     )
     dev = Service(["dev", "--rate", "50"], settings, tmp_path / "dev.log")
     try:
@@ -62,6 +62,12 @@ def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
             return status == 200 and builtin <= {c["id"] for c in body["cards"] if c["widgets"]}
 
         wait_until(cards, timeout=90, interval=1, what="the built-in cards' results")
+
+        # ... and the archive worker keeps the raw events in the local lake.
+        from cardflow.connectors.lake import LocalLake
+
+        lake = LocalLake(tmp_path / "data" / "lake")
+        wait_until(lambda: list(lake.list("topic=events/")), timeout=90, what="events in the local lake")
     finally:
         code = dev.stop(signal.SIGINT, grace=90)
     assert code == 0, dev.output()[-3000:]
