@@ -183,3 +183,27 @@ def test_the_lake_is_readable_with_sql_from_chdb(backend: Backend) -> None:  # n
     rows = [line.split(",") for line in str(chdb.query(sql.format(source=source), "CSV")).split()]
     assert rows == [['"e0"', "100", "7", "0", "297"], ['"e1"', "100", "7", "1", "298"],
                     ['"e2"', "100", "7", "2", "299"]]
+
+
+def test_large_objects_go_to_s3_in_parts_and_come_back_whole(settings: Settings, tmp_path,
+                                                              monkeypatch) -> None:
+    import boto3
+
+    from cardflow.connectors.lake import open_lake
+    from tests.integration.lake_support import BUCKET, make_backend
+
+    b = make_backend("s3", settings.replace(lake_multipart_bytes=5 * 1024 * 1024), tmp_path, monkeypatch)
+    assert b.moto is not None
+    try:
+        lake = open_lake(b.settings.lake_url, b.settings.lake_endpoint_url, "us-east-1", 5 * 1024 * 1024)
+        data = random.Random(5).randbytes(12 * 1024 * 1024 + 7)
+        lake.put("big/object.bin", data)
+        assert lake.get("big/object.bin") == data
+        etag = boto3.client("s3", endpoint_url=b.moto.url).head_object(
+            Bucket=BUCKET, Key="archive/big/object.bin")["ETag"]
+        assert etag.strip('"').endswith("-3")  # a multipart upload's ETag counts its parts
+        small = b"x" * 1000
+        lake.put("small.bin", small)
+        assert lake.head("small.bin", 10) == small[:10] and lake.head("missing.bin", 10) is None
+    finally:
+        b.moto.stop()
