@@ -41,6 +41,7 @@ from cardflow.events import event_from_object
 from cardflow.kafka_clients import consumer_config, producer_config
 
 REPLAY_HEADER = "cardflow-replay"
+CHUNK = 20_000  # records of a topic replay sent (and checkpointed) at a time
 
 
 @dataclass
@@ -317,15 +318,29 @@ def replay_topic(settings: Settings, source: str, target: str, *, since: int | N
             high = watermarks(consumer, source, p, timeout)[1]
             if start >= high:
                 continue
-            records = list(_read_partition(consumer, source, p, start, high, timeout))
-            acked = replayer.send_unit(records, f"kafka:{source}", 0, len(partitions), None, until, outcome)
-            checkpoint.done[unit] = records[acked - 1].offset + 1 if acked else start
-            checkpoint.save()
-            if outcome.interrupted:
-                break
+            # In chunks: memory stays bounded whatever the partition holds; a checkpoint per chunk.
+            for records in _chunks(_read_partition(consumer, source, p, start, high, timeout), CHUNK):
+                acked = replayer.send_unit(records, f"kafka:{source}", 0, len(partitions), None, until,
+                                           outcome)
+                if acked:
+                    checkpoint.done[unit] = records[acked - 1].offset + 1
+                checkpoint.save()
+                if outcome.interrupted:
+                    return outcome
     finally:
         consumer.close()
     return outcome
+
+
+def _chunks(records: Iterator[Archived], size: int) -> Iterator[list[Archived]]:
+    chunk: list[Archived] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _read_partition(consumer: Consumer, topic: str, partition: int, start: int, end: int,
