@@ -62,7 +62,8 @@ def map_cards(app: BatchingApp, settings: Settings, cards: tuple[Card, ...], cha
     async def mark(runs: list[RecordRun]) -> None:
         scheduler.mark_changed(changed_keys(runs))  # nothing to make durable: acknowledged at once
 
-    app.batches(changes, mark)
+    # First in a batch: the maps can start while the batch's events are folded.
+    app.batches(changes, mark, first=True)
 
     @app.task
     async def run_cards() -> None:

@@ -146,6 +146,7 @@ class BatchTopic:
     handler: BatchHandler
     size: int
     within: float
+    first: bool = False  # handled before the batch's other topics (a cheap handler others wait on)
 
 
 def run_records(partition_records: PartitionRecords) -> Iterator[RecordRun]:
@@ -260,8 +261,8 @@ class BatchingConsumer(AIOKafkaConsumer):
                 app.batch_idle.clear()
                 durable: list[Awaitable[None]] = []
                 try:
-                    for topic, records in batch.items():
-                        pending = await app.batch_topics[topic].handler(records)
+                    for topic in sorted(batch, key=lambda t: not app.batch_topics[t].first):
+                        pending = await app.batch_topics[topic].handler(batch[topic])
                         if pending is not None:
                             durable.append(pending)
                 except BaseException:
@@ -482,13 +483,14 @@ class BatchingApp(faust.App):
         return BatchingTransport(self.conf.broker_consumer, self)
 
     def batches(self, topic: faust.TopicT, handler: BatchHandler, *, size: int | None = None,
-                within: float | None = None) -> None:
+                within: float | None = None, first: bool = False) -> None:
         """Subscribe to ``topic`` and hand its records to ``handler`` in batches of up to ``size``
-        records or ``within`` seconds (the app's defaults when not given; see the module doc)."""
+        records or ``within`` seconds (the app's defaults when not given; see the module doc);
+        ``first``: in a batch of several topics, this one's handler is called before the others."""
         self.topics.add(topic)
         self.batch_topics[topic.get_topic_name()] = BatchTopic(
             handler, self.batch_size if size is None else size,
-            self.batch_within if within is None else within)
+            self.batch_within if within is None else within, first)
 
     @property
     def recovering(self) -> bool:
