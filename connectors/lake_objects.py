@@ -22,7 +22,10 @@ import base64
 import gzip
 import hashlib
 import io
+import json
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,10 +34,12 @@ import fastavro
 import orjson
 from fastavro.read import HEADER_SCHEMA
 
-from cardflow.codec import load_schema
+from cardflow.codec import avro_long, load_schema
 from cardflow.errors import ConfigError, CorruptObject
 
 SCHEMA = fastavro.parse_schema(load_schema("ArchivedRecord"))
+SCHEMA_JSON = json.dumps(load_schema("ArchivedRecord"), separators=(",", ":")).encode()
+BLOCK_BYTES = 64 * 1024  # uncompressed bytes of records per Avro block
 EXTENSIONS = {"avro": "avro", "jsonl": "jsonl.gz"}
 CODECS = ("deflate", "null")
 HEAD_BYTES = 8192  # enough for an object's header (schema and metadata)
@@ -90,12 +95,11 @@ def encode(key: str, records: list[Archived], fmt: str, codec: str = "deflate") 
     """The object holding ``records`` (one partition's, in offset order)."""
     first, last = records[0].offset, records[-1].offset
     if fmt == "avro":
-        out = io.BytesIO()
         meta = {"cardflow.first_offset": str(first), "cardflow.last_offset": str(last),
                 "cardflow.count": str(len(records))}
-        fastavro.writer(out, SCHEMA, (_avro(r) for r in records), codec=codec, metadata=meta,
-                        sync_marker=hashlib.blake2b(key.encode(), digest_size=16).digest())
-        return out.getvalue()
+        topic = records[0].topic.encode()
+        prefix = avro_long(len(topic)) + topic + avro_long(records[0].partition)
+        return container(key, (record_bytes(r, prefix) for r in records), codec, meta)
     lines = b"".join(orjson.dumps(_json(r)) + b"\n" for r in records)
     out = io.BytesIO()
     # The header's file name carries the offsets and count; mtime 0: the same records, the same bytes.
@@ -103,6 +107,60 @@ def encode(key: str, records: list[Archived], fmt: str, codec: str = "deflate") 
     with gzip.GzipFile(filename=name, mode="wb", fileobj=out, mtime=0) as gz:
         gz.write(lines)
     return out.getvalue()
+
+
+def record_bytes(r: Archived, prefix: bytes | None = None) -> bytes:
+    """One ArchivedRecord in Avro's binary encoding, as fastavro writes it (a unit test checks), at
+    a fraction of its cost (fastavro's writer was 45 % of the archive worker's time). ``prefix``:
+    the encoded topic and partition, the same for every record of an object."""
+    if prefix is None:
+        topic = r.topic.encode()
+        prefix = avro_long(len(topic)) + topic + avro_long(r.partition)
+    key, value = r.key, r.value
+    out = (prefix + avro_long(r.offset) + avro_long(r.timestamp) + (b"\x02" if r.timestamp_type else b"\x00")
+           + (b"\x00" if key is None else b"\x02" + avro_long(len(key)) + key)
+           + (b"\x00" if value is None else b"\x02" + avro_long(len(value)) + value))
+    if not r.headers:
+        return out + b"\x00"
+    parts = [out, avro_long(len(r.headers))]
+    for name, data in r.headers:
+        raw = name.encode()
+        parts += (avro_long(len(raw)), raw)
+        parts += (b"\x00",) if data is None else (b"\x02", avro_long(len(data)), data)
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
+def container(key: str, encoded: Iterator[bytes], codec: str, meta: dict[str, str]) -> bytes:
+    """An Avro object container file of already encoded records: the header (schema, codec,
+    ``meta``, a sync marker derived from ``key``), then blocks of about BLOCK_BYTES."""
+    sync = hashlib.blake2b(key.encode(), digest_size=16).digest()
+    entries = {"avro.schema": SCHEMA_JSON, "avro.codec": codec.encode(),
+               **{k: v.encode() for k, v in meta.items()}}
+    out = [b"Obj\x01", avro_long(len(entries))]
+    for name, value in entries.items():
+        out += (avro_long(len(name)), name.encode(), avro_long(len(value)), value)
+    out += (b"\x00", sync)
+    block: list[bytes] = []
+    size = 0
+    for item in encoded:
+        block.append(item)
+        size += len(item)
+        if size >= BLOCK_BYTES:
+            out.append(_block(block, codec, sync))
+            block, size = [], 0
+    if block:
+        out.append(_block(block, codec, sync))
+    return b"".join(out)
+
+
+def _block(items: list[bytes], codec: str, sync: bytes) -> bytes:
+    data = b"".join(items)
+    if codec == "deflate":
+        # Raw deflate, as Avro's spec says; level 1: 1 % larger than level 6 at half the time here.
+        packer = zlib.compressobj(1, zlib.DEFLATED, -15)
+        data = packer.compress(data) + packer.flush()
+    return b"".join((avro_long(len(items)), avro_long(len(data)), data, sync))
 
 
 def span(key: str, head: bytes) -> tuple[int, int, int]:
