@@ -25,7 +25,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,20 +91,26 @@ def check_format(fmt: str, codec: str) -> None:
         raise ConfigError(f"archive_codec {codec!r}: use one of {list(CODECS)}")
 
 
-def encode(key: str, records: list[Archived], fmt: str, codec: str = "deflate") -> bytes:
-    """The object holding ``records`` (one partition's, in offset order)."""
+def encode(key: str, records: Sequence[Any], fmt: str, codec: str = "deflate") -> bytes:
+    """The object ``key`` holding ``records`` (one partition's, in offset order): ``Archived``, or
+    any records with their fields (``offset``, ``timestamp``, ``timestamp_type``, ``key``,
+    ``value``, ``headers``; aiokafka's, as the archive worker has them), the topic and partition
+    being the key's."""
+    name = parse_name(key)
+    if name is None:
+        raise ValueError(f"{key!r} is not an archive object's name")
     first, last = records[0].offset, records[-1].offset
     if fmt == "avro":
         meta = {"cardflow.first_offset": str(first), "cardflow.last_offset": str(last),
                 "cardflow.count": str(len(records))}
-        topic = records[0].topic.encode()
-        prefix = avro_long(len(topic)) + topic + avro_long(records[0].partition)
+        topic = name.topic.encode()
+        prefix = avro_long(len(topic)) + topic + avro_long(name.partition)
         return container(key, (record_bytes(r, prefix) for r in records), codec, meta)
-    lines = b"".join(orjson.dumps(_json(r)) + b"\n" for r in records)
+    lines = b"".join(orjson.dumps(_json(r, name.topic, name.partition)) + b"\n" for r in records)
     out = io.BytesIO()
     # The header's file name carries the offsets and count; mtime 0: the same records, the same bytes.
-    name = f"{first}-{last}-{len(records)}.jsonl"
-    with gzip.GzipFile(filename=name, mode="wb", fileobj=out, mtime=0) as gz:
+    header = f"{first}-{last}-{len(records)}.jsonl"
+    with gzip.GzipFile(filename=header, mode="wb", fileobj=out, mtime=0) as gz:
         gz.write(lines)
     return out.getvalue()
 
@@ -226,8 +232,8 @@ def _text(prefix: str, data: bytes | None, out: dict[str, Any]) -> None:
         out[prefix + "_b64"] = base64.b64encode(data).decode()
 
 
-def _json(r: Archived) -> dict[str, Any]:
-    out: dict[str, Any] = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
+def _json(r: Any, topic: str, partition: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"topic": topic, "partition": partition, "offset": r.offset,
                            "timestamp": r.timestamp, "timestamp_type": r.timestamp_type}
     _text("key", r.key, out)
     _text("value", r.value, out)
