@@ -95,3 +95,7 @@ class LakeUnavailable(LakeError):
 
 class CorruptObject(LakeError):
     """An object in the lake cannot be read as an archive object (truncated, not ours, damaged)."""
+
+
+class WarehouseError(CardflowError):
+    """The warehouse cannot be opened, migrated or queried (the message is ClickHouse's)."""

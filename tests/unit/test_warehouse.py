@@ -1,0 +1,63 @@
+"""The warehouse on embedded chDB: versioned migrations, deduplicated inserts, bound parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cardflow.connectors.warehouse import MIGRATIONS, ChdbWarehouse, migrate, open_warehouse, schema_version
+from cardflow.errors import ConfigError, WarehouseError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def wh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbWarehouse]:
+    # chDB keeps one engine per process: every test of this module shares it, each in its own database.
+    made = ChdbWarehouse(tmp_path_factory.mktemp("chdb"), "cardflow_test")
+    yield made
+    made.close()
+
+
+def test_migrations_apply_once_and_refuse_a_newer_schema(wh: ChdbWarehouse) -> None:
+    assert migrate(wh) == [v for v, _, _ in MIGRATIONS]
+    assert migrate(wh) == []  # idempotent
+    assert schema_version(wh) == MIGRATIONS[-1][0]
+    tables = {r["name"] for r in wh.query("SELECT name FROM system.tables WHERE database = {db:String}",
+                                          {"db": wh.database})}
+    assert {"events", "users", "cardflow_schema"} <= tables
+    wh.command(f"INSERT INTO {wh.database}.cardflow_schema (version, name) VALUES (999, 'future')")
+    with pytest.raises(WarehouseError, match="schema version 999, newer than this cardflow knows"):
+        migrate(wh)
+    wh.command(f"ALTER TABLE {wh.database}.cardflow_schema DELETE WHERE version = 999 "
+               "SETTINGS mutations_sync = 1")
+
+
+def test_an_insert_retried_with_its_token_is_stored_once(wh: ChdbWarehouse) -> None:
+    migrate(wh)
+    rows = [{"event_id": f"e{i}", "uid": "u1", "event": "signup", "ts": "2026-12-01 10:00:00.000",
+             "properties": "{}", "set_properties": "{}", "source": "test", "kafka_topic": "events",
+             "kafka_partition": 0, "kafka_offset": i, "ingested_at": "2026-12-01 10:00:01.000"}
+            for i in range(5)]
+    for _ in range(3):  # a batch retried after a crash
+        wh.insert("events", rows, token="events/0/0-4")
+    wh.insert("events", [dict(rows[0], event_id="e9", kafka_offset=9)], token="events/0/9-9")
+    got = wh.query(f"SELECT count() AS n, uniqExact(event_id) AS ids FROM {wh.database}.events")
+    assert [(int(r["n"]), int(r["ids"])) for r in got] == [(6, 6)]  # 64-bit counts come quoted
+
+
+@pytest.mark.parametrize("value", ["it's", "a\\b", "tab\tnew\nline\r", "\\n", "nul\x00byte",
+                                   "'; DROP TABLE events; --", "ü✓" * 500, "x" * 100_000])
+def test_values_are_bound_never_spliced(wh: ChdbWarehouse, value: str) -> None:
+    assert wh.query("SELECT {v:String} AS v", {"v": value}) == [{"v": value}]
+
+
+def test_bad_names_and_urls_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="warehouse database 'x; DROP'"):
+        ChdbWarehouse(tmp_path, "x; DROP")
+    with pytest.raises(ConfigError, match="not supported yet"):
+        open_warehouse("http://clickhouse:8123/db")
+    with pytest.raises(ConfigError, match="use chdb:///path"):
+        open_warehouse("ftp://x")
