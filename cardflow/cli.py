@@ -281,7 +281,7 @@ def replay(ctx: click.Context, source: str, to_topic: str, topic: str, since: st
 
 
 @cli.command()
-@click.argument("topology", type=click.Choice(["people", "archive"]))
+@click.argument("topology", type=click.Choice(["people", "archive", "warehouse"]))
 @click.pass_context
 def worker(ctx: click.Context, topology: str) -> None:
     """Run one topology's Faust worker until SIGTERM or Ctrl-C."""

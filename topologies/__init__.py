@@ -10,7 +10,9 @@ from cardflow.config import Settings
 
 from .archive import build_archive
 from .people import build_people
+from .warehouse import build_warehouse
 
-TOPOLOGIES: dict[str, Callable[[Settings], faust.App]] = {"people": build_people, "archive": build_archive}
+TOPOLOGIES: dict[str, Callable[[Settings], faust.App]] = {
+    "people": build_people, "archive": build_archive, "warehouse": build_warehouse}
 
-__all__ = ["TOPOLOGIES", "build_archive", "build_people"]
+__all__ = ["TOPOLOGIES", "build_archive", "build_people", "build_warehouse"]

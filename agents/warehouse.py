@@ -1,0 +1,125 @@
+"""The warehouse agent: whole fetched batches of ``events`` → the warehouse's ``events`` table.
+
+Each record is decoded with the people worker's event contract (what it would dead-letter is
+skipped and counted here: dead letters are not loaded). Exactly once: a partition's rows are
+inserted as one block with a deduplication token made of topic, partition and offset range, so
+an insert retried after a timeout is stored once; and when the loader gets a partition (start,
+rebalance) it asks the table how far that partition is loaded, so a batch read again after a crash
+skips what an earlier run inserted before its offsets committed. Offsets commit only after the
+insert. A warehouse that fails is retried with capped backoff while the batch stays in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from cardflow.batches import BatchingApp, RecordRun
+from cardflow.connectors.warehouse import Warehouse
+from cardflow.errors import Rejected, WarehouseError
+from cardflow.events import Decoder
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 10.0
+
+
+class WarehouseMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.loaded = Counter("cardflow_warehouse_rows", "rows inserted", ["table"], registry=registry)
+        self.skipped = Counter("cardflow_warehouse_skipped", "records not loaded (not valid events)",
+                               ["reason"], registry=registry)
+        self.already = Counter("cardflow_warehouse_already_loaded",
+                               "records found loaded by an earlier run (after a crash)", registry=registry)
+        self.retries = Counter("cardflow_warehouse_retries", "inserts retried", registry=registry)
+        self.failing = Gauge("cardflow_warehouse_failing", "1 while inserts are being retried",
+                             registry=registry)
+
+
+def _dt(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+class EventLoader:
+    """Inserts a batch's events (blocking: runs in a thread)."""
+
+    def __init__(self, wh: Warehouse, decoder: Decoder, metrics: WarehouseMetrics,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.wh, self.decoder, self.metrics, self.sleep = wh, decoder, metrics, sleep
+        self.done: dict[tuple[str, int], int] = {}  # last offset known to be in the table
+
+    def forget(self) -> None:
+        self.done.clear()
+
+    def _loaded_through(self, topic: str, partition: int) -> int:
+        rows = self._retry(lambda: self.wh.query(
+            f"SELECT max(kafka_offset) AS o, count() AS n FROM {self.wh.database}.events "
+            "WHERE kafka_topic = {t:String} AND kafka_partition = {p:UInt32}", {"t": topic, "p": partition}))
+        return int(rows[0]["o"]) if rows and int(rows[0]["n"]) else -1
+
+    def load(self, batch: dict[tuple[str, int], list[Any]]) -> None:
+        now_ms = int(time.time() * 1000)
+        ingested = _dt(now_ms)
+        for (topic, partition), records in sorted(batch.items()):
+            done = self.done.get((topic, partition))
+            if done is None:
+                done = self.done[(topic, partition)] = self._loaded_through(topic, partition)
+            rows = []
+            for record in records:
+                if record.offset <= done:
+                    self.metrics.already.inc()
+                    continue
+                try:
+                    event = self.decoder.record(record.value, now_ms)
+                except Rejected as exc:
+                    self.metrics.skipped.labels(exc.reason.value).inc()
+                    continue
+                rows.append({
+                    "event_id": event.event_id, "uid": event.uid, "event": event.event, "ts": _dt(event.ts),
+                    "properties": orjson.dumps(event.properties).decode(),
+                    "set_properties": orjson.dumps(event.set).decode(), "source": event.source,
+                    "kafka_topic": topic, "kafka_partition": partition, "kafka_offset": record.offset,
+                    "ingested_at": ingested})
+            if rows:
+                token = f"{topic}/{partition}/{rows[0]['kafka_offset']}-{rows[-1]['kafka_offset']}"
+                self._retry(lambda r=rows, t=token: self.wh.insert("events", r, t))  # type: ignore[misc]
+                self.metrics.loaded.labels("events").inc(len(rows))
+            self.done[(topic, partition)] = records[-1].offset
+
+    def _retry(self, attempt: Callable[[], Any]) -> Any:
+        backoff = 0.2
+        while True:
+            try:
+                result = attempt()
+                self.metrics.failing.set(0)
+                return result
+            except WarehouseError as exc:
+                self.metrics.retries.inc()
+                self.metrics.failing.set(1)
+                log.warning("the warehouse failed (%s); retrying in %.1fs", exc, backoff)
+                self.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+
+def load_events(app: BatchingApp, events: faust.TopicT, loader: EventLoader) -> None:
+    """The load stage: ``events`` → the warehouse, acknowledged once inserted."""
+
+    async def handle(runs: list[RecordRun]) -> Awaitable[None]:
+        batch: dict[tuple[str, int], list[Any]] = defaultdict(list)
+        for run in runs:
+            batch[(run.topic, run.partition)].extend(run.records)
+        return asyncio.get_running_loop().run_in_executor(None, loader.load, dict(batch))
+
+    app.batches(events, handle)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _forget(app: faust.App, assigned: object, **kwargs: object) -> None:
+        loader.forget()
