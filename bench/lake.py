@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from confluent_kafka import Consumer, Producer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest import machine  # noqa: E402
+from people import counter  # noqa: E402
 
 from cardflow.config import Settings, load_settings  # noqa: E402
 from cardflow.connectors.kafka_admin import ensure_topics  # noqa: E402
@@ -62,15 +62,6 @@ def produce(settings: Settings, n: int) -> None:
 def lake_of(settings: Settings) -> DataLake:
     return open_lake(settings.effective_lake_url, settings.lake_endpoint_url, settings.lake_region,
                      settings.lake_multipart_bytes)
-
-
-def counter(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics/", timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 def archive_worker(settings: Settings, n: int) -> float:
