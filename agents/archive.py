@@ -35,6 +35,7 @@ from cardflow.batches import BatchingApp, RecordRun
 from cardflow.connectors.lake import DataLake
 from cardflow.connectors.lake_objects import HEAD_BYTES, encode, object_key, span
 from cardflow.errors import LakeUnavailable
+from cardflow.retry import until_done
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 10.0
@@ -123,18 +124,8 @@ class Archiver:
         self.metrics.write_seconds.observe(time.perf_counter() - started)
 
     def _retry(self, attempt: Callable[[], T], key: str) -> T:
-        backoff = 0.2
-        while True:
-            try:
-                result = attempt()
-                self.metrics.failing.set(0)
-                return result
-            except LakeUnavailable as exc:
-                self.metrics.retries.inc()
-                self.metrics.failing.set(1)
-                log.warning("the lake did not take %s (%s); retrying in %.1fs", key, exc, backoff)
-                self.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        return until_done(attempt, LakeUnavailable, f"writing {key} to the lake", self.metrics.retries,
+                          self.metrics.failing, self.sleep, cap=MAX_BACKOFF_S)
 
 
 def by_partition(runs: list[RecordRun]) -> dict[tuple[str, int], list[Any]]:

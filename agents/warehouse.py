@@ -12,7 +12,6 @@ insert. A warehouse that fails is retried with capped backoff while the batch st
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -27,8 +26,8 @@ from cardflow.batches import BatchingApp, RecordRun
 from cardflow.connectors.warehouse import Warehouse
 from cardflow.errors import Rejected, WarehouseError
 from cardflow.events import Decoder
+from cardflow.retry import until_done
 
-log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 10.0
 
 
@@ -95,18 +94,9 @@ class EventLoader:
             self.done[(topic, partition)] = records[-1].offset
 
     def _retry(self, attempt: Callable[[], Any]) -> Any:
-        backoff = 0.2
-        while True:
-            try:
-                result = attempt()
-                self.metrics.failing.set(0)
-                return result
-            except WarehouseError as exc:
-                self.metrics.retries.inc()
-                self.metrics.failing.set(1)
-                log.warning("the warehouse failed (%s); retrying in %.1fs", exc, backoff)
-                self.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+        m = self.metrics
+        return until_done(attempt, WarehouseError, "the warehouse", m.retries, m.failing, self.sleep,
+                          cap=MAX_BACKOFF_S)
 
 
 def load_events(app: BatchingApp, events: faust.TopicT, loader: EventLoader) -> None:
