@@ -207,3 +207,31 @@ def test_large_objects_go_to_s3_in_parts_and_come_back_whole(settings: Settings,
         assert lake.head("small.bin", 10) == small[:10] and lake.head("missing.bin", 10) is None
     finally:
         b.moto.stop()
+
+
+def test_lake_ls_lists_objects_with_their_offsets_and_counts(settings: Settings, tmp_path,
+                                                             monkeypatch) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry
+
+    from cardflow.agents.archive import ArchiveMetrics, Archiver
+    from cardflow.connectors.lake_objects import Archived
+    from tests.integration.lake_support import make_backend
+
+    b = make_backend("local", settings, tmp_path, monkeypatch)
+    topic = b.settings.topic("events")
+    archiver = Archiver(b.lake(), "avro", "deflate", 1 << 20, ArchiveMetrics(CollectorRegistry()))
+    t0 = 1_790_000_000_000
+    archiver.write({(topic, 1): [Archived(topic, 1, o, t0 + o, 0, b"k", b"v") for o in range(7)],
+                    (topic, 2): [Archived(topic, 2, o, t0, 0, b"k", b"v") for o in range(3, 5)]})
+    env = {**os.environ, **b.settings.to_env()}
+    out = subprocess.run([sys.executable, "-m", "cardflow", "lake", "ls"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split("\t")[1:4] for line in lines[:-1]] == [
+        ["partition 1", "offsets 0..6", "7 records"], ["partition 2", "offsets 3..4", "2 records"]]
+    assert lines[-1] == "total\t9 records"
