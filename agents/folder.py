@@ -183,7 +183,8 @@ class ProfileFolder:
         if result.changed:  # every field when records were read again (see fold_value)
             meta = result.value["meta"]
             self.sink.produce(self.names["changes"], key, profile_change(
-                uid, meta["version"], result.changed, meta["max_ts"], partition), partition)
+                uid, meta["version"], result.changed, meta["max_ts"], partition, profile_json_of(stored)),
+                partition)
         return result
 
     def _fold_each(self, key: bytes, partition: int, events: list[tuple[Event, int]]

@@ -23,6 +23,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cardflow.batches import BatchingApp, RecordRun
+from cardflow.codec import AvroCodec
 from cardflow.connectors.warehouse import Warehouse
 from cardflow.errors import Rejected, WarehouseError
 from cardflow.events import Decoder
@@ -99,14 +100,78 @@ class EventLoader:
                           cap=MAX_BACKOFF_S)
 
 
+PROFILE_CHANGE = AvroCodec.named("ProfileChange")
+
+
+class UserLoader:
+    """Inserts the latest profile of each user a batch of profile-changes names (blocking).
+
+    The contract is the ProfileChange record (``schemas/ProfileChange.avsc``, v2: the profile as
+    JSON), not the changelog's storage format. ``users`` is a ReplacingMergeTree on ``version``:
+    a change loaded twice (a batch read again) is the same row, and the latest version wins."""
+
+    def __init__(self, wh: Warehouse, metrics: WarehouseMetrics,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.wh, self.metrics, self.sleep = wh, metrics, sleep
+
+    def load(self, batch: dict[tuple[str, int], list[Any]]) -> None:
+        updated = _dt(int(time.time() * 1000))
+        for (topic, partition), records in sorted(batch.items()):
+            latest: dict[str, dict[str, Any]] = {}
+            for record in records:
+                try:
+                    change = PROFILE_CHANGE.decode(record.value)
+                except Exception:  # noqa: BLE001 - not a ProfileChange: counted, not loaded
+                    self.metrics.skipped.labels("not_profile_change").inc()
+                    continue
+                if change.get("profile") is None:
+                    self.metrics.skipped.labels("no_profile").inc()  # a v1 record
+                    continue
+                held = latest.get(change["uid"])
+                if held is None or change["version"] >= held["version"]:
+                    latest[change["uid"]] = change
+            rows = [_user_row(c, updated) for c in latest.values()]
+            if rows:
+                token = f"{topic}/{partition}/{records[0].offset}-{records[-1].offset}"
+                m = self.metrics
+                until_done(lambda r=rows, t=token: self.wh.insert("users", r, t),  # type: ignore[misc]
+                           WarehouseError, "the warehouse", m.retries, m.failing, self.sleep,
+                           cap=MAX_BACKOFF_S)
+                m.loaded.labels("users").inc(len(rows))
+
+
+def _user_row(change: dict[str, Any], updated: str) -> dict[str, Any]:
+    profile = orjson.loads(change["profile"])
+    events = profile.get("events")
+    return {"uid": change["uid"], "properties": orjson.dumps(profile.get("properties", {})).decode(),
+            "properties_once": orjson.dumps(profile.get("properties_once", {})).decode(),
+            "first_seen": _dt(int(profile.get("first_seen") or 0)),
+            "last_seen": _dt(int(profile.get("last_seen") or change["max_ts"])),
+            "events": sum(events.values()) if isinstance(events, dict) else 0,
+            "version": change["version"], "updated_at": updated}
+
+
+def _by_partition(runs: list[RecordRun]) -> dict[tuple[str, int], list[Any]]:
+    batch: dict[tuple[str, int], list[Any]] = defaultdict(list)
+    for run in runs:
+        batch[(run.topic, run.partition)].extend(run.records)
+    return {k: v for k, v in batch.items() if v}  # a run of a transaction marker holds no record
+
+
+def load_users(app: BatchingApp, changes: faust.TopicT, loader: UserLoader) -> None:
+    """The users stage: ``profile-changes`` → the warehouse's users table."""
+
+    async def handle(runs: list[RecordRun]) -> Awaitable[None]:
+        return asyncio.get_running_loop().run_in_executor(None, loader.load, _by_partition(runs))
+
+    app.batches(changes, handle)
+
+
 def load_events(app: BatchingApp, events: faust.TopicT, loader: EventLoader) -> None:
     """The load stage: ``events`` → the warehouse, acknowledged once inserted."""
 
     async def handle(runs: list[RecordRun]) -> Awaitable[None]:
-        batch: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        for run in runs:
-            batch[(run.topic, run.partition)].extend(run.records)
-        return asyncio.get_running_loop().run_in_executor(None, loader.load, dict(batch))
+        return asyncio.get_running_loop().run_in_executor(None, loader.load, _by_partition(runs))
 
     app.batches(events, handle)
 

@@ -12,6 +12,7 @@ import pytest
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.local_kafka import free_port
 from tests.helpers import http, wait_until
 from tests.integration.test_lake import produce_raw
 from tests.integration.test_people import make_events, produce
@@ -38,13 +39,17 @@ def test_kill_9_mid_stream_loads_every_event_once(settings: Settings, service) -
     produce_raw(s, s.topic("events"), junk)
     feeder = threading.Thread(target=produce, args=(s, events, 4_000))
     feeder.start()
+    service(["worker", "people"], s.replace(worker_web_port=free_port(), cards=()))  # the users feed
     worker = service(["worker", "warehouse"], s)
     for kill in range(3):
         time.sleep(random.Random(kill).uniform(2.5, 4))
         worker.stop(signal.SIGKILL)
         worker = service(["worker", "warehouse"], s)
     feeder.join()
-    want = {"rows": len(events), "event_ids": len(events), "users": len({e["uid"] for e in events})}
+    users = len({e["uid"] for e in events})
+    # Each user's final profile version is the number of their events: the versions add up to them all.
+    want = {"rows": len(events), "event_ids": len(events), "users": users, "profiles": users,
+            "versions": len(events)}
     wait_until(lambda: stats(s) == want, timeout=120, interval=1,
                what=f"the warehouse to hold {want} (has {stats(s)})")
     assert worker.proc.poll() is None

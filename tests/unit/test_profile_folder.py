@@ -169,9 +169,12 @@ def test_batch_collector_freezes_survivors_and_collects_when_due() -> None:
       for bits in range(0, 63, 7) for sign in (1, -1) for edge in (-1, 0)),
     {"uid": "m", "version": 2**63 - 1, "changed": ["c"], "max_ts": -(2**63), "partition": 0},
 ])
-def test_profile_change_is_the_avro_codec_byte_for_byte(record: dict[str, Any]) -> None:
-    assert profile_change(**record) == PROFILE_CHANGE.encode(record)
-    assert PROFILE_CHANGE.decode(profile_change(**record)) == record
+@pytest.mark.parametrize("profile", [None, '{"events": {"signup": 1}}', "{}", '{"x": "' + "é" * 5000 + '"}'])
+def test_profile_change_is_the_avro_codec_byte_for_byte(record: dict[str, Any], profile: str | None) -> None:
+    record = {**record, "profile": profile}
+    encoded = profile_change(**{**record, "profile": None if profile is None else profile.encode()})
+    assert encoded == PROFILE_CHANGE.encode(record)
+    assert PROFILE_CHANGE.decode(encoded) == record
 
 
 def test_a_redelivered_batch_sends_its_profile_changes_again_naming_every_field(tmp_path: Path) -> None:
