@@ -24,14 +24,13 @@ import asyncio
 import functools
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from cardflow.batches import BatchingApp, RecordRun
+from cardflow.batches import BatchingApp, RecordRun, by_partition
 from cardflow.connectors.lake import DataLake
 from cardflow.connectors.lake_objects import HEAD_BYTES, encode, object_key, span
 from cardflow.errors import LakeUnavailable
@@ -126,15 +125,6 @@ class Archiver:
     def _retry(self, attempt: Callable[[], T], key: str) -> T:
         return until_done(attempt, LakeUnavailable, f"writing {key} to the lake", self.metrics.retries,
                           self.metrics.failing, self.sleep, cap=MAX_BACKOFF_S)
-
-
-def by_partition(runs: list[RecordRun]) -> dict[tuple[str, int], list[Any]]:
-    """A batch's records by (topic, partition), in offset order: aiokafka's records as they are
-    (the encoder reads their fields; a copy into ``Archived`` objects was a quarter of the work)."""
-    batch: dict[tuple[str, int], list[Any]] = defaultdict(list)
-    for run in runs:
-        batch[(run.topic, run.partition)].extend(run.records)
-    return {k: v for k, v in batch.items() if v}
 
 
 def archive_records(app: BatchingApp, topics: list[faust.TopicT], archiver: Archiver) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,7 @@ import faust
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from cardflow.batches import BatchingApp, RecordRun
+from cardflow.batches import BatchingApp, RecordRun, by_partition
 from cardflow.codec import AvroCodec
 from cardflow.connectors.warehouse import Warehouse
 from cardflow.errors import Rejected, WarehouseError
@@ -151,18 +150,11 @@ def _user_row(change: dict[str, Any], updated: str) -> dict[str, Any]:
             "version": change["version"], "updated_at": updated}
 
 
-def _by_partition(runs: list[RecordRun]) -> dict[tuple[str, int], list[Any]]:
-    batch: dict[tuple[str, int], list[Any]] = defaultdict(list)
-    for run in runs:
-        batch[(run.topic, run.partition)].extend(run.records)
-    return {k: v for k, v in batch.items() if v}  # a run of a transaction marker holds no record
-
-
 def load_users(app: BatchingApp, changes: faust.TopicT, loader: UserLoader) -> None:
     """The users stage: ``profile-changes`` → the warehouse's users table."""
 
     async def handle(runs: list[RecordRun]) -> Awaitable[None]:
-        return asyncio.get_running_loop().run_in_executor(None, loader.load, _by_partition(runs))
+        return asyncio.get_running_loop().run_in_executor(None, loader.load, by_partition(runs))
 
     app.batches(changes, handle)
 
@@ -171,7 +163,7 @@ def load_events(app: BatchingApp, events: faust.TopicT, loader: EventLoader) -> 
     """The load stage: ``events`` → the warehouse, acknowledged once inserted."""
 
     async def handle(runs: list[RecordRun]) -> Awaitable[None]:
-        return asyncio.get_running_loop().run_in_executor(None, loader.load, _by_partition(runs))
+        return asyncio.get_running_loop().run_in_executor(None, loader.load, by_partition(runs))
 
     app.batches(events, handle)
 

@@ -149,6 +149,15 @@ class BatchTopic:
     first: bool = False  # handled before the batch's other topics (a cheap handler others wait on)
 
 
+def by_partition(runs: list[RecordRun]) -> dict[tuple[str, int], list[Any]]:
+    """A batch's records by (topic, partition), in offset order, as aiokafka's parser made them;
+    partitions whose runs hold no record (transaction markers) left out."""
+    batch: dict[tuple[str, int], list[Any]] = collections.defaultdict(list)
+    for run in runs:
+        batch[(run.topic, run.partition)].extend(run.records)
+    return {k: v for k, v in batch.items() if v}
+
+
 def run_records(partition_records: PartitionRecords) -> Iterator[RecordRun]:
     """What aiokafka's ``PartitionRecords`` yields, a stored record batch at a time: a
     ``RecordRun`` per batch instead of a ``ConsumerRecord`` per record (aiokafka 0.14's

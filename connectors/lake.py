@@ -229,6 +229,8 @@ class _S3Errors:
         if exc is None or isinstance(exc, LakeError):
             return
         where = f"{self.lake.url}/{self.key}".rstrip("/")
+        no_bucket = LakeError(f"bucket {self.lake.bucket!r} does not exist: create it, or set "
+                              "CARDFLOW_LAKE_URL to an existing bucket")
         if isinstance(exc, NoCredentialsError):
             raise LakeError(f"no AWS credentials for {self.lake.url}: set AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE) or an instance/pod role") from exc
@@ -237,17 +239,12 @@ class _S3Errors:
         if isinstance(exc, S3UploadFailedError):
             text = str(exc)
             if "NoSuchBucket" in text:
-                raise LakeError(f"bucket {self.lake.bucket!r} does not exist: create it, or set "
-                                "CARDFLOW_LAKE_URL to an existing bucket") from exc
+                raise no_bucket from exc
             raise LakeUnavailable(f"uploading {where} failed: {text}") from exc
         if isinstance(exc, ClientError):
             code = _code(exc)
-            if code in ("NoSuchBucket", "404") and not self.key:
-                raise LakeError(f"bucket {self.lake.bucket!r} does not exist: create it, or set "
-                                "CARDFLOW_LAKE_URL to an existing bucket") from exc
-            if code == "NoSuchBucket":
-                raise LakeError(f"bucket {self.lake.bucket!r} does not exist: create it, or set "
-                                "CARDFLOW_LAKE_URL to an existing bucket") from exc
+            if code == "NoSuchBucket" or (code == "404" and not self.key):  # head_bucket says 404
+                raise no_bucket from exc
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise LakeError(f"access to {where} was refused ({code}): check the credentials and the "
                                 "bucket policy") from exc

@@ -110,12 +110,12 @@ def _in_range(ts: int, since: int | None, until: int | None) -> bool:
 
 
 def lake_objects(lake: DataLake, topic: str, since: int | None, until: int | None,
-                 glob: str | None = None) -> list[LakeObject]:
+                 glob: str | None = None, listed: list[LakeObject] | None = None) -> list[LakeObject]:
     """The topic's objects that may hold records in [since, until), by partition then offset.
     An object's hour is its first record's: one that starts before ``since`` may still hold later
     records, so objects are cut at the hour before ``since`` and filtered record by record."""
     found = []
-    for obj in lake.list(f"topic={topic}/"):
+    for obj in lake.list(f"topic={topic}/") if listed is None else listed:
         name = parse_name(obj.key)
         if name is None or (glob and not fnmatch.fnmatch(obj.key, glob)):
             continue
@@ -227,8 +227,9 @@ def replay_lake(settings: Settings, lake: DataLake, topic: str, target: str, *, 
     outcome = Outcome()
     checkpoint = checkpoint or Checkpoint(
         default_checkpoint(settings, lake.url, topic, target, since, until, glob))
-    source_partitions = _source_partitions(lake, topic)
-    for obj in lake_objects(lake, topic, since, until, glob):
+    listed = list(lake.list(f"topic={topic}/"))  # once: an S3 listing is a request per 1,000 objects
+    source_partitions = _source_partitions(listed)
+    for obj in lake_objects(lake, topic, since, until, glob, listed):
         done = checkpoint.done.get(obj.key, 0)
         try:
             records = decode(obj.key, lake.get(obj.key))
@@ -252,8 +253,8 @@ def replay_lake(settings: Settings, lake: DataLake, topic: str, target: str, *, 
     return outcome
 
 
-def _source_partitions(lake: DataLake, topic: str) -> int | None:
-    partitions = {n.partition for o in lake.list(f"topic={topic}/") if (n := parse_name(o.key)) is not None}
+def _source_partitions(listed: list[LakeObject]) -> int | None:
+    partitions = {n.partition for o in listed if (n := parse_name(o.key)) is not None}
     return max(partitions) + 1 if partitions else None
 
 
