@@ -209,14 +209,15 @@ class Retention(Card):
     params = {"cohort_event": None, "return_event": None, "period": "days", "form": "first",
               "periods": 14, "after": 12, "start_date": None, "as_of": None}
 
-    def _periods(self) -> Periods:
+    def calendar(self) -> Periods:
+        """The rows' periods (bitmapist's calendar), from the params."""
         if self.p["form"] not in ("first", "every"):
             raise CardError(f"form must be 'first' or 'every', got {self.p['form']!r}")
         return Periods(self.p["period"], self.p["periods"], self.p["after"], self.p["start_date"],
                        self.p["as_of"])
 
     def map(self, profiles: Profiles) -> dict[str, Counter[Any]]:
-        periods = self._periods()
+        periods = self.calendar()
         rows, after = self.p["periods"], self.p["after"]
         cohort_event, return_event = self.p["cohort_event"], self.p["return_event"]
         size: Counter[int] = Counter()
@@ -240,7 +241,7 @@ class Retention(Card):
 
     def cells(self, total: dict[str, Counter[Any]] | None) -> list[tuple[str, int, list[int | None]]]:
         """Per row: label, cohort size, and per k the count of returning users (None when blank)."""
-        periods = self._periods()
+        periods = self.calendar()
         total = total or {}
         size, both, returned = (total.get(k, Counter()) for k in ("size", "both", "returned"))
         out = []

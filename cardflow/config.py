@@ -130,6 +130,30 @@ class Settings(BaseSettings):
         "longest wait to fill an archive batch (a backlog fills batches to their size)"))
     rocksdb_block_cache_mb: int = Field(16, ge=1, le=65536)
 
+    # Warehouse
+    warehouse_database: str = Field("cardflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    warehouse_user: str = Field("default", description="ClickHouse server user")
+    warehouse_password: str = Field("", description="ClickHouse server password (from a Secret)")
+    warehouse_verify_tls: bool = Field(True, description="check the ClickHouse server's certificate")
+    warehouse_worker_url: str = Field("", description=(
+        "the warehouse worker's web server, which answers the API's insights and SQL "
+        "(http://127.0.0.1:6068); empty: the API has no warehouse"))
+    query_max_body_bytes: int = Field(1_000_000, ge=1024, le=1_000_000, description=(
+        "largest body of POST /v1/query and /v1/sql (the worker's web server takes up to 1 MiB)"))
+    query_max_filters: int = Field(20, ge=0, le=1000)
+    query_max_in_values: int = Field(1000, ge=1, le=100_000)
+    query_max_string_chars: int = Field(1024, ge=1, le=1_000_000, description=(
+        "longest event name, property name or filter value in an insights query"))
+    query_max_points: int = Field(10_000, ge=1, le=1_000_000, description=(
+        "most time buckets of a trend, or cells of a retention table"))
+    query_max_breakdown: int = Field(100, ge=1, le=10_000, description="most series of a breakdown")
+    query_cache_entries: int = Field(256, ge=0, le=100_000, description=(
+        "answers kept until the warehouse changes (0: no cache)"))
+    sql_max_chars: int = Field(100_000, ge=1, le=10_000_000)
+    sql_max_seconds: int = Field(30, ge=1, le=3600)
+    sql_max_memory_bytes: int = Field(2 * 2**30, ge=2**20)
+    sql_max_rows: int = Field(100_000, ge=1, le=10_000_000)
+
     # Workers and API
     worker_web_port: int = Field(6066, ge=1, le=65535)
     worker_web_host: str = "127.0.0.1"
@@ -320,6 +344,18 @@ class Settings(BaseSettings):
     @property
     def effective_lake_url(self) -> str:
         return self.lake_url or (self.data_dir / "lake").resolve().as_uri()
+
+    def query_limits(self) -> Any:
+        from cardflow.insights import Limits
+
+        return Limits(self.query_max_filters, self.query_max_in_values, self.query_max_string_chars,
+                      self.query_max_points, self.query_max_breakdown)
+
+    def sql_limits(self) -> Any:
+        from cardflow.sql_policy import SqlLimits
+
+        return SqlLimits(self.sql_max_chars, self.sql_max_seconds, self.sql_max_memory_bytes,
+                         self.sql_max_rows)
 
     @property
     def effective_warehouse_url(self) -> str:

@@ -99,3 +99,15 @@ class CorruptObject(LakeError):
 
 class WarehouseError(CardflowError):
     """The warehouse cannot be opened, migrated or queried (the message is ClickHouse's)."""
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The ClickHouse server cannot be reached (retried by the loaders, 503 from the API)."""
+
+
+class QueryError(CardflowError, ValueError):
+    """An insights query or a SQL statement is refused: ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

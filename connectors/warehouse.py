@@ -6,9 +6,9 @@ with a deduplication token, so a retried batch is stored once.
 ``migrate`` applies the versioned schema at start: idempotent, recorded in
 ``cardflow_schema``, refusing a database whose schema is newer than this cardflow.
 
-Status: the chDB backend and the schema; the ClickHouse-server backend
-(clickhouse-connect), the warehouse topology and the query API are still to come
-(issue 16).
+Two backends, one dialect: :class:`ChdbWarehouse` (embedded, the default; chDB opens a directory
+from one process only, so the warehouse worker owns it and answers the API's queries on its web
+server) and :class:`ClickhouseWarehouse` (a ClickHouse server, through clickhouse-connect).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import orjson
 
-from cardflow.errors import ConfigError, WarehouseError
+from cardflow.errors import ConfigError, WarehouseError, WarehouseUnavailable
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -72,7 +72,14 @@ class Warehouse:
 
     database: str
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def query(self, sql: str, params: dict[str, Any] | None = None,
+              settings: dict[str, int | str] | None = None) -> list[dict[str, Any]]:
+        """Rows of a SELECT as dicts (64-bit integers as strings, as ClickHouse's JSON has them)."""
+        raise NotImplementedError
+
+    def select(self, sql: str, params: dict[str, Any] | None = None,
+               settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
+        """Column names and rows (lists) of a SELECT: names may repeat, unlike ``query``'s dicts."""
         raise NotImplementedError
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -104,19 +111,31 @@ class ChdbWarehouse(Warehouse):
                                  "using it?)") from exc
         self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
 
-    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None) -> bytes:
-        bound = {k: _escaped(v) for k, v in (params or {}).items()}
+    def _run(self, sql: str, fmt: str, params: dict[str, Any] | None,
+             settings: dict[str, int | str] | None = None) -> bytes:
+        bound = {k: param_text(v) for k, v in (params or {}).items()}
+        if settings:
+            sql = f"{sql} SETTINGS {settings_clause(settings)}"
         with self._lock:
             try:
                 result = self._session.query(sql, fmt, params=bound)
             except Exception as exc:  # noqa: BLE001 - see __init__
+                # chDB 4.4 prepends what a query that failed mid-stream had written (a timeout's
+                # partial JSON) to the next result: a throwaway query takes it.
+                self._session.query("SELECT 1", "CSV")
                 raise WarehouseError(str(exc).strip()) from exc
         data: bytes = result.bytes() if result is not None else b""
         return data
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        out = self._run(sql, "JSONEachRow", params)
+    def query(self, sql: str, params: dict[str, Any] | None = None,
+              settings: dict[str, int | str] | None = None) -> list[dict[str, Any]]:
+        out = self._run(sql, "JSONEachRow", params, settings)
         return [orjson.loads(line) for line in out.splitlines() if line]
+
+    def select(self, sql: str, params: dict[str, Any] | None = None,
+               settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
+        out = orjson.loads(self._run(sql, "JSONCompact", params, settings))
+        return [c["name"] for c in out["meta"]], out["data"]
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, "CSV", params)
@@ -137,21 +156,118 @@ class ChdbWarehouse(Warehouse):
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _escaped(value: Any) -> Any:
+def param_text(value: Any) -> str:
     """A parameter as ClickHouse parses it: in its escaped text format, where a backslash starts an
-    escape sequence (``a\\b`` would arrive as ``a`` and a backspace)."""
-    return value.translate(_ESCAPES) if isinstance(value, str) else value
+    escape sequence (``a\\b`` would arrive as ``a`` and a backspace); an array as a literal."""
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_quoted(v) if isinstance(v, str) else _number(v) for v in value) + "]"
+    return _number(value)
 
 
-def open_warehouse(url: str, database: str = "cardflow") -> Warehouse:
-    """The warehouse at ``url``: ``chdb:///path`` (embedded)."""
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"cannot bind {type(value).__name__} as a ClickHouse parameter")
+
+
+def settings_clause(settings: dict[str, int | str]) -> str:
+    """``k = v, ...`` from names that are identifiers and values that are numbers or quoted text."""
+    return ", ".join(f"{identifier(k, 'setting')} = {_number(v) if not isinstance(v, str) else _quoted(v)}"
+                     for k, v in settings.items())
+
+
+class ClickhouseWarehouse(Warehouse):
+    """A ClickHouse server over HTTP(S) (clickhouse-connect); the same SQL as on chDB."""
+
+    def __init__(self, url: str, database: str = "cardflow", user: str = "default", password: str = "",
+                 verify: bool = True, timeout_s: float = 30.0) -> None:
+        import clickhouse_connect
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        self.database = identifier(database, "warehouse database")
+        parsed = urlparse(url)
+        self._errors: tuple[type[Exception], ...] = (ClickHouseError,)
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parsed.hostname or "localhost",
+                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+                username=parsed.username or user, password=unquote(parsed.password or "") or password,
+                secure=parsed.scheme == "https", verify=verify, connect_timeout=10,
+                send_receive_timeout=timeout_s, autogenerate_session_id=False)
+        except ClickHouseError as exc:
+            raise WarehouseUnavailable(f"cannot reach the ClickHouse server at {_safe(url)}: {exc}") from exc
+        self._client_lock = threading.Lock()  # the HTTP client is not safe for concurrent use
+        self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+
+    def _call(self, what: Any) -> Any:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        with self._client_lock:
+            try:
+                return what()
+            except OperationalError as exc:  # connection refused, reset, timed out
+                raise WarehouseUnavailable(str(exc).strip()) from exc
+            except DatabaseError as exc:  # the server's own message, without the client's wrapping
+                text = str(exc).strip().split("server response: ", 1)[-1]
+                raise WarehouseError(re.sub(r"\s*\(for url [^)]*\)$", "", text)) from exc
+
+    def query(self, sql: str, params: dict[str, Any] | None = None,
+              settings: dict[str, int | str] | None = None) -> list[dict[str, Any]]:
+        columns, rows = self.select(sql, params, settings)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def select(self, sql: str, params: dict[str, Any] | None = None,
+               settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
+        # JSONCompact, as chDB: the same values (64-bit integers as strings) from both backends.
+        raw = self._call(lambda: self._client.raw_query(sql, parameters=params, settings=settings,
+                                                        fmt="JSONCompact"))
+        out = orjson.loads(raw)
+        return [c["name"] for c in out["meta"]], out["data"]
+
+    def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._call(lambda: self._client.command(sql, parameters=params))
+
+    def insert(self, table: str, rows: list[dict[str, Any]], token: str) -> None:
+        if not rows:
+            return
+        name = identifier(table, "table")
+        body = b"\n".join(orjson.dumps(row) for row in rows)
+        self._call(lambda: self._client.raw_insert(
+            f"{self.database}.{name}", insert_block=body, fmt="JSONEachRow",
+            settings={"insert_deduplication_token": token}))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _safe(url: str) -> str:
+    parsed = urlparse(url)
+    return parsed._replace(netloc=parsed.hostname or "").geturl() if parsed.password else url
+
+
+def warehouse_of(settings: Any) -> Warehouse:
+    """The warehouse the settings name (``warehouse_url``, ``warehouse_*``)."""
+    return open_warehouse(settings.effective_warehouse_url, settings.warehouse_database,
+                          settings.warehouse_user, settings.warehouse_password, settings.warehouse_verify_tls)
+
+
+def open_warehouse(url: str, database: str = "cardflow", user: str = "default", password: str = "",
+                   verify: bool = True) -> Warehouse:
+    """The warehouse at ``url``: ``chdb:///path`` (embedded) or ``http(s)://host:port`` (a server)."""
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
         return ChdbWarehouse(Path(unquote(parsed.path)), database)
     if parsed.scheme in ("http", "https"):
-        raise ConfigError(f"warehouse_url {url!r}: a ClickHouse server is not supported yet; use "
-                          "chdb:///path (embedded)")
-    raise ConfigError(f"warehouse_url {url!r}: use chdb:///path")
+        return ClickhouseWarehouse(url, database, user, password, verify)
+    raise ConfigError(f"warehouse_url {url!r}: use chdb:///path (embedded) or http(s)://host:8123 (a server)")
 
 
 def schema_version(wh: Warehouse) -> int:

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,5 +93,47 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 pytest.fail("redis-server did not start")
             time.sleep(0.1)
     yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def chdb_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The test process's one embedded chDB (chDB keeps one engine per process): modules share it,
+    each in a database of its own."""
+    from cardflow.connectors.warehouse import ChdbWarehouse
+
+    made = ChdbWarehouse(tmp_path_factory.mktemp("chdb"), "cardflow_test")
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ClickHouse HTTP endpoint: CARDFLOW_TEST_CLICKHOUSE_URL when set (a real server), else the
+    test-only adapter serving ClickHouse's HTTP interface from chDB in a process of its own."""
+    url = os.environ.get("CARDFLOW_TEST_CLICKHOUSE_URL")
+    if url:
+        yield url
+        return
+    import sys
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.clickhouse_http", "--port", str(port), "--path",
+                             str(tmp_path_factory.mktemp("clickhouse-http"))],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("the ClickHouse HTTP adapter (tests/clickhouse_http.py) did not start")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)

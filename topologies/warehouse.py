@@ -3,15 +3,22 @@
     events ──load──▶ warehouse: events (ReplacingMergeTree, deduplicated inserts)
     profile-changes ──load──▶ warehouse: users (the latest version wins)
 
-chDB opens its directory from one process only: this worker owns it, and serves what others
-need to read from it on its web server (``/warehouse/stats/`` so far).
+chDB opens its directory from one process only: this worker owns it, and answers what others
+read from it on its web server — the API forwards ``POST /v1/query`` and ``POST /v1/sql`` here:
+
+    POST /warehouse/query/    an insights query → its answer (cached until the data changes)
+    POST /warehouse/sql/      {"sql": "SELECT …"} → columns and rows (read-only, checked)
+    GET  /warehouse/schema/   event names, event and user property names (the insights page's choices)
+    GET  /warehouse/stats/    rows, distinct event ids, users
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import faust
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from cardflow.agents.warehouse import EventLoader, UserLoader, WarehouseMetrics, load_events, load_users
@@ -19,7 +26,9 @@ from cardflow.app import create_app, raw_topic
 from cardflow.batches import BatchingApp
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import EVENTS, PROFILE_CHANGES
-from cardflow.connectors.warehouse import migrate, open_warehouse
+from cardflow.connectors.warehouse import Warehouse, migrate, warehouse_of
+from cardflow.errors import QueryError, WarehouseError
+from cardflow.insights import Answers
 
 
 def build_warehouse(settings: Settings) -> faust.App:
@@ -27,7 +36,7 @@ def build_warehouse(settings: Settings) -> faust.App:
                      batch_within=settings.batch_within_ms / 1000)
     assert isinstance(app, BatchingApp)
     events, changes = (raw_topic(app, settings, name) for name in (EVENTS, PROFILE_CHANGES))
-    wh = open_warehouse(settings.effective_warehouse_url)
+    wh = warehouse_of(settings)
     migrate(wh)
     registry = CollectorRegistry()
     loader = EventLoader(wh, settings.decoder(), WarehouseMetrics(registry))
@@ -35,19 +44,66 @@ def build_warehouse(settings: Settings) -> faust.App:
     load_events(app, events, loader)                      # events → warehouse.events
     load_users(app, changes, UserLoader(wh, loader.metrics))  # profile-changes → warehouse.users
 
-    @app.page("/warehouse/stats/")
-    async def stats(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        loop = asyncio.get_running_loop()
-        rows = await loop.run_in_executor(None, wh.query, (
-            f"SELECT count() AS rows, uniqExact(event_id) AS event_ids, uniqExact(uid) AS users "
-            f"FROM {wh.database}.events"))
-        users = await loop.run_in_executor(None, wh.query, (
-            f"SELECT count() AS profiles, sum(version) AS versions FROM {wh.database}.users FINAL"))
-        return view.json({**{k: int(v) for k, v in rows[0].items()},
-                          **{k: int(v or 0) for k, v in users[0].items()}})
+    answer_pages(app, wh, Answers(wh, settings.query_limits(), settings.sql_limits(),
+                                  settings.query_cache_entries))
 
     @app.page("/metrics/")
     async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return view.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
+
+
+def answer_pages(app: faust.App, wh: Warehouse, answers: Answers) -> None:
+    """The warehouse's answers on the worker's web server (blocking calls run in threads)."""
+
+    async def answer(view: faust.web.View, work: Any, *args: Any) -> faust.web.Response:
+        try:
+            body, hit = await asyncio.get_running_loop().run_in_executor(None, work, *args)
+        except QueryError as exc:
+            return view.json({"error": "bad_query", "field": exc.field, "message": str(exc)}, status=400)
+        except WarehouseError as exc:
+            return view.json({"error": "warehouse_error", "message": str(exc)}, status=503)
+        return view.json(body, headers={"X-Cardflow-Cache": "hit" if hit else "miss"})
+
+    async def json_body(request: faust.web.Request) -> Any:
+        try:
+            return orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise QueryError("body", f"is not JSON: {exc}") from None
+
+    @app.page("/warehouse/query/")
+    class Query(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            try:
+                body = await json_body(request)
+            except QueryError as exc:
+                return self.json({"error": "bad_query", "field": exc.field, "message": str(exc)}, status=400)
+            return await answer(self, answers.query, body)
+
+    @app.page("/warehouse/sql/")
+    class Sql(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            try:
+                body = await json_body(request)
+            except QueryError as exc:
+                return self.json({"error": "bad_query", "field": exc.field, "message": str(exc)}, status=400)
+            text = body.get("sql") if isinstance(body, dict) else None
+            return await answer(self, lambda: (answers.sql(text), False))
+
+    @app.page("/warehouse/schema/")
+    async def schema(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return await answer(view, answers.schema)
+
+    @app.page("/warehouse/stats/")
+    async def stats(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        def count() -> tuple[dict[str, int], bool]:
+            rows = wh.query("SELECT count() AS rows, uniqExact(event_id) AS event_ids, "
+                            "uniqExact(uid) AS users "
+                            f"FROM {wh.database}.events")
+            users = wh.query("SELECT count() AS profiles, sum(version) AS versions "
+                             f"FROM {wh.database}.users FINAL")
+            found = {**rows[0], **users[0]}
+            return {k: int(v or 0) for k, v in found.items()}, False
+
+        return await answer(view, count)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cardflow.connectors.warehouse import MIGRATIONS, ChdbWarehouse, migrate, open_warehouse, schema_version
-from cardflow.errors import ConfigError, WarehouseError
+from cardflow.errors import ConfigError, WarehouseError, WarehouseUnavailable
+from cardflow.local_kafka import free_port
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
-def wh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbWarehouse]:
-    # chDB keeps one engine per process: every test of this module shares it, each in its own database.
-    made = ChdbWarehouse(tmp_path_factory.mktemp("chdb"), "cardflow_test")
-    yield made
-    made.close()
+def wh(chdb_engine: ChdbWarehouse) -> ChdbWarehouse:
+    return chdb_engine
 
 
 def test_migrations_apply_once_and_refuse_a_newer_schema(wh: ChdbWarehouse) -> None:
@@ -57,7 +54,7 @@ def test_values_are_bound_never_spliced(wh: ChdbWarehouse, value: str) -> None:
 def test_bad_names_and_urls_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="warehouse database 'x; DROP'"):
         ChdbWarehouse(tmp_path, "x; DROP")
-    with pytest.raises(ConfigError, match="not supported yet"):
-        open_warehouse("http://clickhouse:8123/db")
+    with pytest.raises(WarehouseUnavailable, match="cannot reach the ClickHouse server at http://127.0.0.1"):
+        open_warehouse(f"http://user:secret@127.0.0.1:{free_port()}")  # the password is not in the message
     with pytest.raises(ConfigError, match="use chdb:///path"):
         open_warehouse("ftp://x")
