@@ -139,11 +139,22 @@ class UserLoader:
                 m.loaded.labels("users").inc(len(rows))
 
 
+def _values(cells: Any) -> dict[str, Any]:
+    """``{name: [value, ts, event_id]}`` (the standard script's cells) → ``{name: value}``."""
+    if not isinstance(cells, dict):
+        return {}
+    return {k: v[0] for k, v in cells.items() if isinstance(v, list) and v}
+
+
 def _user_row(change: dict[str, Any], updated: str) -> dict[str, Any]:
     profile = orjson.loads(change["profile"])
     events = profile.get("events")
-    return {"uid": change["uid"], "properties": orjson.dumps(profile.get("properties", {})).decode(),
-            "properties_once": orjson.dumps(profile.get("properties_once", {})).decode(),
+    once = _values(profile.get("properties_once"))
+    # ``properties`` is the user's properties as cards read them (user_property): the latest $set
+    # value, else the $set_once one; ``properties_once`` keeps the $set_once values alone.
+    merged = {**once, **_values(profile.get("properties"))}
+    return {"uid": change["uid"], "properties": orjson.dumps(merged).decode(),
+            "properties_once": orjson.dumps(once).decode(),
             "first_seen": _dt(int(profile.get("first_seen") or 0)),
             "last_seen": _dt(int(profile.get("last_seen") or change["max_ts"])),
             "events": sum(events.values()) if isinstance(events, dict) else 0,

@@ -1,0 +1,166 @@
+"""Insights through the whole path: events on the real broker → people worker (profiles, the users
+feed, the retention card) and warehouse worker (chDB) → the API's POST /v1/query and /v1/sql.
+Every query kind equals the plain-Python reference over the same events, and the warehouse's
+retention equals the retention card's cells."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from cardflow.config import Settings
+from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.local_kafka import free_port
+from tests import cards_truth
+from tests import insights_truth as truth
+from tests.helpers import http, wait_until
+from tests.integration.test_people import produce
+from tests.integration.test_warehouse_load import stats
+from tests.unit.test_insights import same
+
+pytestmark = pytest.mark.integration
+
+END = datetime.now(UTC).date()
+RETENTION = {"periods": 10, "after": 6, "as_of": END.isoformat()}
+
+
+def queries() -> list[dict[str, Any]]:
+    span = {"from": "2000-01-01", "to": END.isoformat()}
+    return [
+        {"kind": "trend", "event": "purchase", **span},
+        {"kind": "trend", "aggregation": "unique_users", "period": "week", **span},
+        {
+            "kind": "trend",
+            "aggregation": "sum",
+            "property": "amount",
+            "period": "month",
+            **span,
+            "breakdown": "browser",
+        },
+        {
+            "kind": "trend",
+            "aggregation": "p90",
+            "property": "amount",
+            **span,
+            "filters": [{"property": "flag", "op": "eq", "value": True}],
+        },
+        {
+            "kind": "trend",
+            "aggregation": "count",
+            "period": "week",
+            **span,
+            "breakdown": {"property": "country", "on": "user"},
+            "filters": [
+                {"property": "plan", "op": "in", "value": ["pro", 3], "on": "user"},
+                {"property": "amount", "op": "gte", "value": 100},
+            ],
+        },
+        {"kind": "funnel", "steps": ["signup", "page_view", "purchase"], **span},
+        {
+            "kind": "funnel",
+            "steps": ["search", "purchase"],
+            "window_seconds": 86_400,
+            **span,
+            "breakdown": {"property": "country", "on": "user"},
+        },
+    ]
+
+
+def post(base: str, path: str, body: Any, token: str = "admin-token") -> tuple[int, dict[str, str], Any]:
+    return http(
+        "POST",
+        f"{base}{path}",
+        orjson.dumps(body),
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+
+
+def test_queries_through_the_topology_equal_the_reference(settings: Settings, service) -> None:
+    events, users = truth.generate(300, 40, seed=61, end=END)
+    set_once: set[str] = set()
+    for n, e in enumerate(events):
+        e["event_id"] = f"q{n}"
+        if e["uid"] not in set_once:  # each user's properties, set once: the profile holds them
+            set_once.add(e["uid"])
+            e["$set"] = users[e["uid"]]
+    warehouse_port = free_port()
+    s = settings.replace(
+        cards=("cardflow.builtin_cards",),
+        card_params={"retention": RETENTION},
+        api_tokens="admin-token:admin;reader:read",
+        warehouse_worker_url=f"http://127.0.0.1:{warehouse_port}",
+    )
+    ensure_topics(s)
+    feeder = threading.Thread(target=produce, args=(s, events))
+    feeder.start()
+    service(["worker", "people"], s)
+    wh = s.replace(worker_web_port=warehouse_port)
+    service(["worker", "warehouse"], wh)
+    api = service(["api"], s)
+    feeder.join()
+    base = f"http://127.0.0.1:{s.api_port}"
+    want = {
+        "rows": len(events),
+        "event_ids": len(events),
+        "users": len(users),
+        "profiles": len(users),
+        "versions": len(events),
+    }
+    wait_until(lambda: stats(wh) == want, timeout=120, interval=1, what=f"the warehouse to hold {want}")
+
+    for q in queries():
+        status, headers, got = post(base, "/v1/query", q, token="reader")
+        assert status == 200, got
+        if q["kind"] == "trend":
+            assert same(
+                {"buckets": got["buckets"], "series": got["series"]}, truth.trend(events, users, q)
+            ), q
+        else:
+            observed = [
+                {"breakdown": x["breakdown"], "users": [st["users"] for st in x["steps"]]}
+                for x in got["series"]
+            ]
+            assert {"series": observed} == truth.funnel(events, users, q), q
+        status, headers, again = post(base, "/v1/query", q, token="reader")
+        assert headers.get("X-Cardflow-Cache") == "hit" and again == got  # unchanged data: cached
+
+    # The warehouse's retention equals the retention card's cells on the same events.
+    def card_rows() -> Any:
+        result = cards_truth.read_results(s).get("retention")
+        if result is None or result["error"]:
+            return None
+        return cards_truth.widgets(result)[0]["rows"]
+
+    status, _, got = post(base, "/v1/query", {"kind": "retention", **RETENTION}, token="reader")
+    assert status == 200, got
+    expected = [[r["date"], r["size"], r["counts"]] for r in got["rows"]]
+    assert sum(r[1] for r in expected) > 0
+
+    def card_matches() -> bool:
+        rows = card_rows()
+        return rows is not None and [[r["label"], r["size"], r["counts"]] for r in rows] == expected
+
+    wait_until(
+        card_matches,
+        timeout=120,
+        interval=1,
+        what=f"the retention card to equal the warehouse's retention {expected} (card: {card_rows()})",
+    )
+
+    # SQL: admin only, read-only, ClickHouse's errors as 400s.
+    status, _, got = post(base, "/v1/sql", {"sql": "SELECT count() AS n FROM cardflow.events"})
+    assert (status, got["rows"]) == (200, [[len(events)]])
+    assert post(base, "/v1/sql", {"sql": "SELECT 1"}, token="reader")[0] == 403
+    status, _, got = post(base, "/v1/sql", {"sql": "DROP TABLE cardflow.events"})
+    assert status == 400 and got["error"] == "bad_query"
+    status, _, got = post(base, "/v1/query", {"kind": "trend", "aggregation": "mode"}, token="reader")
+    assert (status, got["field"]) == (400, "aggregation") and "count, unique_users" in got["message"]
+    status, _, got = http("GET", f"{base}/v1/warehouse/schema", headers={"Authorization": "Bearer reader"})
+    assert status == 200 and set(got["events"]) == {e["event"] for e in events}
+    assert {"country", "plan"} <= set(got["user_properties"]) and "amount" in got["event_properties"]
+    assert api.proc.poll() is None
