@@ -490,29 +490,32 @@ def _retention(r: _Reader, db: str) -> Compiled:
     hi = next_bucket(
         bucket_start(datetime.combine(periods.dates[-1], datetime.min.time(), UTC), period), period
     )
+    # From the user_days / user_first aggregates (migration 2): a row per user and active day, and
+    # per user and first time, instead of every event. Event "" there means any event.
     start = PERIOD_START[period]
-    each = start.format(x="ts")
-    span = f"ts >= {sql.bind(_ms(lo), TS)} AND ts < {sql.bind(_ms(hi), TS)}"
+    each = start.format(x="day")
+    low, high = sql.bind(lo.date().isoformat(), "Date"), sql.bind(hi.date().isoformat(), "Date")
+    span = f"day >= {low} AND day < {high}"
     cohort_event, return_event = params["cohort_event"], params["return_event"]
-    if cohort_event is None:  # first seen, as the card's profiles: the user's first event of all
-        cohort = f"SELECT uid, {start.format(x='min(ts)')} AS p FROM {db}.events GROUP BY uid"
-    elif params["form"] == "first":
+    if cohort_event is None or params["form"] == "first":  # first seen (any event), or first of one
         cohort = (
-            f"SELECT uid, {start.format(x='min(ts)')} AS p FROM {db}.events "
-            f"WHERE event = {sql.bind(cohort_event, 'String')} GROUP BY uid"
+            f"SELECT uid, {start.format(x='min(first_ts)')} AS p FROM {db}.user_first "
+            f"WHERE event = {sql.bind(cohort_event or '', 'String')} GROUP BY uid HAVING p >= {low} AND p < {high}"
         )
     else:
         cohort = (
-            f"SELECT DISTINCT uid, {each} AS p FROM {db}.events "
+            f"SELECT DISTINCT uid, {each} AS p FROM {db}.user_days "
             f"WHERE event = {sql.bind(cohort_event, 'String')} AND {span}"
         )
-    returns = f"event = {sql.bind(return_event, 'String')} AND " if return_event is not None else ""
-    back = f"SELECT DISTINCT uid, {each} AS q FROM {db}.events WHERE {returns}{span}"
+    back = f"FROM {db}.user_days WHERE event = {sql.bind(return_event or '', 'String')} AND {span}"
+    # "returned" only tells whether anyone came back in a period (the card's blank cells): rows, not
+    # users, so it needs no DISTINCT; "both" reads the cohort's users only, and counts each once.
     text = (
-        f"WITH cohort AS ({cohort}), back AS ({back}) "
+        f"WITH cohort AS ({cohort}) "
         "SELECT 'size' AS kind, p, p AS q, count() AS n FROM cohort GROUP BY p "
-        "UNION ALL SELECT 'returned' AS kind, q AS p, q, count() AS n FROM back GROUP BY q "
-        "UNION ALL SELECT 'both' AS kind, p, q, count() AS n FROM cohort INNER JOIN back USING uid "
+        f"UNION ALL SELECT 'returned' AS kind, q AS p, q, count() AS n FROM (SELECT {each} AS q {back}) GROUP BY q "
+        "UNION ALL SELECT 'both' AS kind, p, q, uniqExact(uid) AS n FROM cohort INNER JOIN "
+        f"(SELECT uid, {each} AS q {back} AND uid IN (SELECT uid FROM cohort)) AS back USING uid "
         "WHERE q >= p GROUP BY p, q"
     )
 

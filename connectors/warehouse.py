@@ -57,6 +57,35 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ORDER BY uid
         SETTINGS non_replicated_deduplication_window = 10000""",
     ]),
+    # Who was active on which day, and when each user first did each event: what retention and
+    # unique-user trends read instead of every event. Both are sets (a row twice is the same
+    # fact), so a duplicate insert cannot change an answer. Event "" stands for any event (event
+    # names are never empty). Filled by materialized views on every insert into events, and
+    # backfilled here from the events already loaded.
+    (2, "user days and first times", [
+        """CREATE TABLE IF NOT EXISTS {db}.user_days (
+            event LowCardinality(String),
+            day Date,
+            uid String
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMM(day)
+        ORDER BY (event, day, uid)""",
+        """CREATE TABLE IF NOT EXISTS {db}.user_first (
+            event LowCardinality(String),
+            uid String,
+            first_ts SimpleAggregateFunction(min, DateTime64(3, 'UTC'))
+        ) ENGINE = AggregatingMergeTree
+        ORDER BY (event, uid)""",
+        """CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_days_mv TO {db}.user_days AS
+        SELECT arrayJoin([event, '']) AS event, toDate(ts) AS day, uid FROM {db}.events""",
+        """CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_first_mv TO {db}.user_first AS
+        SELECT arrayJoin([event, '']) AS event, uid, min(ts) AS first_ts FROM {db}.events
+        GROUP BY event, uid""",
+        """INSERT INTO {db}.user_days SELECT arrayJoin([event, '']) AS event, toDate(ts) AS day, uid
+        FROM {db}.events""",
+        """INSERT INTO {db}.user_first SELECT arrayJoin([event, '']) AS event, uid, min(ts) AS first_ts
+        FROM {db}.events GROUP BY event, uid""",
+    ]),
 ]
 
 

@@ -236,3 +236,25 @@ def generate(n_users: int, days: int, seed: int, end: date) -> tuple[list[Event]
                 props["amount_text"] = str(rng.randint(0, 9))
             events.append({"uid": uid, "event": rng.choice(EVENTS), "ts": ms, "properties": props})
     return events, users
+
+
+def retention(events: list[Event], params: dict[str, Any]) -> list[list[Any]]:
+    """The retention card's rows ([date, size, counts]) computed from the events by the card's own
+    map over minimal profiles (first_seen and active days per event, as the standard script keeps)."""
+    from cardflow.builtin_cards import Retention
+
+    days: dict[str, dict[str, set[int]]] = {}
+    first: dict[str, int] = {}
+    for e in events:
+        day = e["ts"] // 86_400_000
+        days.setdefault(e["uid"], {}).setdefault(e["event"], set()).add(day)
+        first[e["uid"]] = min(first.get(e["uid"], e["ts"]), e["ts"])
+
+    def cell(active: set[int]) -> list[Any]:
+        end = max(active)
+        return [end, format(sum(1 << (end - d) for d in active), "x")]
+
+    profiles = [{"first_seen": first[u], "days": {name: cell(ds) for name, ds in per.items()}}
+                for u, per in days.items()]
+    card = Retention(**params)
+    return [[d, n, counts] for d, n, counts in card.cells(card.map(profiles))]

@@ -365,7 +365,7 @@ def test_answers_are_cached_until_the_warehouse_changes(wh: Warehouse) -> None:
         [
             {
                 "event_id": "cache-1",
-                "uid": "u1",
+                "uid": "cache-user",
                 "event": "purchase",
                 "ts": "2026-11-29 10:00:00.000",
                 "properties": "{}",
@@ -435,3 +435,23 @@ def test_sql_answers_reads_within_its_limits(wh: Warehouse) -> None:
     with pytest.raises(QueryError, match="(?i)timeout|time limit|elapsed"):
         run_sql(wh, "SELECT count() FROM numbers(100000000000)", SqlLimits(max_seconds=1))
     assert run_sql(wh, "SELECT 1 AS one", SqlLimits())["rows"] == [[1]]  # the engine is fine after a failure
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"period": "day", "periods": 10, "after": 5},
+        {"period": "day", "periods": 12, "after": 8, "cohort_event": "signup", "return_event": "purchase"},
+        {"period": "day", "periods": 12, "after": 8, "cohort_event": "search", "form": "every"},
+        {"period": "week", "periods": 5, "after": 3, "return_event": "share"},
+        {"period": "week", "periods": 4, "after": 2, "cohort_event": "page_view", "form": "every"},
+        {"period": "month", "periods": 2, "after": 1, "cohort_event": "signup"},
+        {"period": "day", "periods": 5, "after": 3, "start_date": "2026-11-03"},
+    ],
+)
+def test_retention_equals_the_cards_map(wh: Warehouse, params: dict[str, Any]) -> None:
+    got = run_query(wh, {"kind": "retention", "as_of": END.isoformat(), **params})
+    card = {**params, "period": params["period"] + "s", "as_of": END.isoformat()}
+    want = truth.retention(EVENTS, card)
+    assert [[r["date"], r["size"], r["counts"]] for r in got["rows"]] == want
+    assert sum(r[1] for r in want) > 0
