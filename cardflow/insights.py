@@ -500,7 +500,8 @@ def _retention(r: _Reader, db: str) -> Compiled:
     if cohort_event is None or params["form"] == "first":  # first seen (any event), or first of one
         cohort = (
             f"SELECT uid, {start.format(x='min(first_ts)')} AS p FROM {db}.user_first "
-            f"WHERE event = {sql.bind(cohort_event or '', 'String')} GROUP BY uid HAVING p >= {low} AND p < {high}"
+            f"WHERE event = {sql.bind(cohort_event or '', 'String')} "
+            f"GROUP BY uid HAVING p >= {low} AND p < {high}"
         )
     else:
         cohort = (
@@ -513,7 +514,8 @@ def _retention(r: _Reader, db: str) -> Compiled:
     text = (
         f"WITH cohort AS ({cohort}) "
         "SELECT 'size' AS kind, p, p AS q, count() AS n FROM cohort GROUP BY p "
-        f"UNION ALL SELECT 'returned' AS kind, q AS p, q, count() AS n FROM (SELECT {each} AS q {back}) GROUP BY q "
+        "UNION ALL SELECT 'returned' AS kind, q AS p, q, count() AS n "
+        f"FROM (SELECT {each} AS q {back}) GROUP BY q "
         "UNION ALL SELECT 'both' AS kind, p, q, uniqExact(uid) AS n FROM cohort INNER JOIN "
         f"(SELECT uid, {each} AS q {back} AND uid IN (SELECT uid FROM cohort)) AS back USING uid "
         "WHERE q >= p GROUP BY p, q"
