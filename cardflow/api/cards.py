@@ -165,6 +165,9 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
     async def dashboard(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    async def insights(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "insights.html")
+
     async def close_streams(_: web.Application) -> None:
         await store.close()
 
@@ -179,6 +182,7 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
 
     app.cleanup_ctx.append(start)
     app.router.add_get("/", dashboard)
+    app.router.add_get("/insights", insights)
     app.router.add_static("/static/", STATIC)
     app.router.add_get("/v1/cards", list_cards)
     app.router.add_get("/v1/cards/stream", stream_all)  # every card on one connection (the dashboard's)
