@@ -5,8 +5,10 @@ retention equals the retention card's cells."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -94,6 +96,7 @@ def test_queries_through_the_topology_equal_the_reference(settings: Settings, se
         card_params={"retention": RETENTION},
         api_tokens="admin-token:admin;reader:read",
         warehouse_worker_url=f"http://127.0.0.1:{warehouse_port}",
+        worker_urls=(f"http://127.0.0.1:{settings.worker_web_port}",),
     )
     ensure_topics(s)
     feeder = threading.Thread(target=produce, args=(s, events))
@@ -163,4 +166,22 @@ def test_queries_through_the_topology_equal_the_reference(settings: Settings, se
     status, _, got = http("GET", f"{base}/v1/warehouse/schema", headers={"Authorization": "Bearer reader"})
     assert status == 200 and set(got["events"]) == {e["event"] for e in events}
     assert {"country", "plan"} <= set(got["user_properties"]) and "amount" in got["event_properties"]
+    # The notebook guide runs as written, and its client agrees with the API.
+    run_notebook_doc(base, "admin-token")
+    from cardflow.client import Client
+
+    frame = Client(base, token="reader").query(queries()[2])
+    status, _, answer = post(base, "/v1/query", queries()[2], token="reader")
+    assert [(str(b), v) for b, v in zip(frame["breakdown"], frame["value"], strict=True)] == [
+        (str(s["breakdown"]), v) for s in answer["series"] for v in s["values"]]
     assert api.proc.poll() is None
+
+
+def run_notebook_doc(url: str, token: str) -> None:
+    """Every python block of docs/notebook.md, in order, in one namespace."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "notebook.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 5
+    namespace: dict[str, Any] = {"url": url, "token": token}
+    for block in blocks:
+        exec(compile(block, "docs/notebook.md", "exec"), namespace)  # noqa: S102 - our own documentation
