@@ -84,12 +84,20 @@ def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -
         # Raw events to the local lake (data_dir/lake unless CARDFLOW_LAKE_URL), on a web port of its own.
         children["worker archive"] = _spawn(["worker", "archive"], config, logs / "archive.log",
                                             CARDFLOW_WORKER_WEB_PORT=str(free_port()))
-        children["api"] = _spawn(["api"], config, logs / "api.log")
+        # Events and users to the warehouse (chDB under data_dir unless CARDFLOW_WAREHOUSE_URL), which
+        # owns its directory and answers the API's insights and SQL on its web port.
+        warehouse_port = free_port()
+        children["worker warehouse"] = _spawn(["worker", "warehouse"], config, logs / "warehouse.log",
+                                              CARDFLOW_WORKER_WEB_PORT=str(warehouse_port))
+        warehouse_url = settings.warehouse_worker_url or f"http://127.0.0.1:{warehouse_port}"
+        children["api"] = _spawn(["api"], config, logs / "api.log",
+                                 CARDFLOW_WAREHOUSE_WORKER_URL=warehouse_url)
         base = f"http://{settings.api_host}:{settings.api_port}"
         if not _wait_http(f"{base}/healthz", children["api"]):
             print(f"error: the API did not come up; see {logs / 'api.log'}", file=sys.stderr)
             return 1
-        print(f"Dashboard: {base}/  (cards {base}/v1/cards, events POST {base}/v1/events, "
+        print(f"Dashboard: {base}/  insights: {base}/insights  (cards {base}/v1/cards, "
+              f"events POST {base}/v1/events, "
               f"profiles {base}/v1/profiles/<uid>, health {base}/healthz, metrics {base}/metrics)")
         print(f"Logs: {logs}. Press Ctrl-C to stop.", flush=True)
 

@@ -68,6 +68,16 @@ def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
 
         lake = LocalLake(tmp_path / "data" / "lake")
         wait_until(lambda: list(lake.list("topic=events/")), timeout=90, what="events in the local lake")
+
+        # ... and the warehouse worker loads them into chDB, which the API queries through it.
+        def signups() -> int:
+            status, _, body = http("POST", f"{base}/v1/query", json.dumps(
+                {"kind": "trend", "aggregation": "count", "period": "month"}).encode(),
+                headers={"Content-Type": "application/json"})
+            return sum(body["series"][0]["values"]) if status == 200 else 0
+
+        wait_until(signups, timeout=90, interval=1, what="events in the warehouse, through POST /v1/query")
+        assert http("GET", f"{base}/insights")[0] == 200
     finally:
         code = dev.stop(signal.SIGINT, grace=90)
     assert code == 0, dev.output()[-3000:]
