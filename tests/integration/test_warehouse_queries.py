@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,14 @@ import pytest
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.insights import AGGREGATIONS, PERIODS
 from cardflow.local_kafka import free_port
 from tests import cards_truth
 from tests import insights_truth as truth
 from tests.helpers import http, wait_until
 from tests.integration.test_people import produce
 from tests.integration.test_warehouse_load import stats
-from tests.unit.test_insights import same
+from tests.unit.test_insights import FILTERS, HOSTILE, REFUSED, same
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,47 @@ def queries() -> list[dict[str, Any]]:
                 {"property": "amount", "op": "gte", "value": 100},
             ],
         },
+        # every aggregation in every period, every filter op (event and user properties)
+        *[
+            {
+                "kind": "trend",
+                "event": "purchase",
+                "aggregation": agg,
+                "period": period,
+                **(
+                    {"from": (END - timedelta(days=2)).isoformat(), "to": END.isoformat()}
+                    if period == "hour"
+                    else span
+                ),
+                **({"property": "amount"} if agg not in ("count", "unique_users") else {}),
+            }
+            for agg in AGGREGATIONS
+            for period in PERIODS
+        ],
+        *[
+            {"kind": "trend", "aggregation": "unique_users", "period": "week", **span, "filters": [f]}
+            for f in FILTERS
+        ],
+        *[
+            {
+                "kind": "trend",
+                "period": "week",
+                **span,
+                "breakdown": text,
+                "filters": [{"property": text, "op": "in", "value": [text, "firefox"]}],
+            }
+            for text in HOSTILE
+        ],
         {"kind": "funnel", "steps": ["signup", "page_view", "purchase"], **span},
+        *[
+            {
+                "kind": "funnel",
+                "steps": [text, "purchase"],
+                **span,
+                "breakdown": {"property": text, "on": "user"},
+            }
+            for text in HOSTILE[:4]
+        ],
         {
             "kind": "funnel",
             "steps": ["search", "purchase"],
@@ -159,8 +200,11 @@ def test_queries_through_the_topology_equal_the_reference(settings: Settings, se
     status, _, got = post(base, "/v1/sql", {"sql": "SELECT count() AS n FROM cardflow.events"})
     assert (status, got["rows"]) == (200, [[len(events)]])
     assert post(base, "/v1/sql", {"sql": "SELECT 1"}, token="reader")[0] == 403
-    status, _, got = post(base, "/v1/sql", {"sql": "DROP TABLE cardflow.events"})
-    assert status == 400 and got["error"] == "bad_query"
+    for text in REFUSED:  # writes, DDL, settings, files, URLs, credentials: each a 400, nothing changed
+        status, _, got = post(base, "/v1/sql", {"sql": text.replace("insights_test.", "cardflow.")})
+        assert status == 400 and got["error"] == "bad_query", (text, got)
+    status, _, got = post(base, "/v1/sql", {"sql": "SELECT count() AS n FROM cardflow.events"})
+    assert got["rows"] == [[len(events)]]
     status, _, got = post(base, "/v1/query", {"kind": "trend", "aggregation": "mode"}, token="reader")
     assert (status, got["field"]) == (400, "aggregation") and "count, unique_users" in got["message"]
     status, _, got = http("GET", f"{base}/v1/warehouse/schema", headers={"Authorization": "Bearer reader"})
@@ -173,7 +217,8 @@ def test_queries_through_the_topology_equal_the_reference(settings: Settings, se
     frame = Client(base, token="reader").query(queries()[2])
     status, _, answer = post(base, "/v1/query", queries()[2], token="reader")
     assert [(str(b), v) for b, v in zip(frame["breakdown"], frame["value"], strict=True)] == [
-        (str(s["breakdown"]), v) for s in answer["series"] for v in s["values"]]
+        (str(s["breakdown"]), v) for s in answer["series"] for v in s["values"]
+    ]
     assert api.proc.poll() is None
 
 
