@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
+from cardflow.local_kafka import free_port
 
 from ..helpers import http, start_api, wait_until
 
@@ -19,10 +20,16 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(settings: Settings, service,
                                                                     tmp_path: Path) -> None:
     ensure_topics(settings)
+    warehouse_port = free_port()
     fuzzed = settings.replace(api_tokens=f"{TOKEN}:ingest,read,admin", cards=(),
-                              worker_urls=(f"http://127.0.0.1:{settings.worker_web_port}",))
+                              worker_urls=(f"http://127.0.0.1:{settings.worker_web_port}",),
+                              warehouse_worker_url=f"http://127.0.0.1:{warehouse_port}")
     worker = service(["worker", "people"], fuzzed)
+    service(["worker", "warehouse"], fuzzed.replace(worker_web_port=warehouse_port))  # /v1/query, /v1/sql
     base = start_api(service, fuzzed)
+    wait_until(lambda: http("GET", f"{base}/v1/warehouse/schema",
+                            headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200,
+               timeout=90, what="the warehouse worker to answer")
     # Profile lookups route to the worker: fuzz once it serves them (503 while it starts).
     wait_until(lambda: http("GET", f"{base}/v1/profiles/nobody",
                             headers={"Authorization": f"Bearer {TOKEN}"})[0] == 404,
