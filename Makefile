@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint setup kafka-jars test-packages clean
+.PHONY: run test test-unit lint setup kafka-jars test-packages helm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,20 @@ test-packages:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium redis-server >/dev/null; }
 
+# The chart's tests render it with Helm at a pinned version, built once with Go into the cache.
+HELM_VERSION := v4.3.2
+HELM := $(HOME)/.cache/cardflow/helm-$(HELM_VERSION)/helm
+helm: $(HELM)
+$(HELM):
+	GOBIN=$(dir $(HELM)) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
 kafka-jars: $(STAMP)
 	$(BIN)/cardflow kafka fetch
 
 run: setup
 	$(BIN)/cardflow dev
 
-test: setup test-packages lint
+test: setup test-packages helm lint
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)

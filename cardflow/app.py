@@ -40,7 +40,7 @@ def create_app(settings: Settings, app_id: str, app_class: type[faust.App] = fau
         "consumer_auto_offset_reset": "earliest",
         "web_host": settings.worker_web_host,
         "web_port": settings.worker_web_port,
-        "web_bind": settings.worker_web_host,
+        "web_bind": settings.worker_web_bind or settings.worker_web_host,  # advertised: web_host
         "producer_acks": -1,
         # Measured on the people benchmark (+~50 %): let aiokafka batch what Faust produces
         # one message at a time, and fetch and buffer more records per poll.

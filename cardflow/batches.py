@@ -501,6 +501,22 @@ class BatchingApp(faust.App):
             handler, self.batch_size if size is None else size,
             self.batch_within if within is None else within, first)
 
+    def progress(self) -> dict[Any, tuple[int | None, int | None]]:
+        """Per assigned partition of a batch topic: the last offset handled and the highwater mark
+        (read from any thread: the health server's)."""
+        consumer = getattr(self, "_consumer", None)
+        if consumer is None:
+            return {}
+        out: dict[Any, tuple[int | None, int | None]] = {}
+        for tp in list(consumer.assignment()):
+            if tp.topic in self.batch_topics:
+                try:
+                    high = consumer.highwater(tp)
+                except Exception:  # noqa: BLE001 - not fetched yet: unknown
+                    high = None
+                out[tp] = (consumer._read_offset.get(tp), high)
+        return out
+
     @property
     def recovering(self) -> bool:
         """Whether a table is being recovered from its changelog (rebalances end with it)."""

@@ -182,6 +182,30 @@ def dlq_replay(ctx: click.Context, reason: str | None, dry_run: bool) -> None:
 
 
 @cli.group()
+def warehouse() -> None:
+    """The warehouse (CARDFLOW_WAREHOUSE_URL): its schema."""
+
+
+@warehouse.command("migrate")
+@click.pass_context
+def warehouse_migrate(ctx: click.Context) -> None:
+    """Apply the warehouse's schema migrations (idempotent; refuses a newer schema).
+
+    Workers migrate at start too; run this before an upgrade (the Helm chart's setup Job does) so
+    that workers of the new version start on a migrated warehouse. Embedded chDB is opened by one
+    process: run it while the warehouse worker is stopped, or let the worker do it."""
+    from cardflow.connectors.warehouse import migrate, schema_version, warehouse_of
+
+    wh = warehouse_of(_settings(ctx))
+    try:
+        applied = migrate(wh)
+        click.echo(f"warehouse {wh.database}: schema version {schema_version(wh)}"
+                   + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+    finally:
+        wh.close()
+
+
+@cli.group()
 def lake() -> None:
     """Inspect the data lake the archive worker writes (CARDFLOW_LAKE_URL)."""
 
@@ -294,6 +318,9 @@ def worker(ctx: click.Context, topology: str) -> None:
     _check_plugins(settings)
     check_record_limits(settings)  # before a record the broker cannot take stops the worker
     app = TOPOLOGIES[topology](settings)
+    from cardflow.health import watch_health
+
+    watch_health(app, settings)
     # The root logger stays at DEBUG under mode, so Faust's and aiokafka's per-message debug
     # calls build log records that are then dropped: a few percent of a busy worker.
     for name in ("faust", "aiokafka", "mode"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -156,7 +157,15 @@ class Settings(BaseSettings):
 
     # Workers and API
     worker_web_port: int = Field(6066, ge=1, le=65535)
-    worker_web_host: str = "127.0.0.1"
+    worker_web_host: str = Field("127.0.0.1", description=(
+        "the address other workers and the API use for this worker's web server (a pod's IP)"))
+    worker_web_bind: str = Field("", description="the address the web server binds; empty: worker_web_host")
+    worker_health_port: int = Field(0, ge=0, le=65535, description=(
+        "the health server (/healthz, /readyz) in a thread of its own; 0: off"))
+    liveness_loop_blocked_s: float = Field(10.0, gt=0, le=3600, description=(
+        "/healthz fails once the event loop has not run for this long"))
+    liveness_stall_s: float = Field(300.0, gt=0, le=86400, description=(
+        "/healthz fails once a partition with lag made no progress for this long"))
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
     api_tokens: dict[str, frozenset[Scope]] = Field(
@@ -394,6 +403,10 @@ class Settings(BaseSettings):
         return client_config(self)
 
 
+SERVICE_LINK = re.compile(
+    r"^\w+_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)$")
+
+
 def _env_values(env: Mapping[str, str]) -> dict[str, str]:
     known = {name.upper(): name for name in Settings.model_fields}
     values: dict[str, str] = {}
@@ -401,6 +414,12 @@ def _env_values(env: Mapping[str, str]) -> dict[str, str]:
         if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
             continue
         name = key[len(ENV_PREFIX) :]
+        if name not in known and SERVICE_LINK.match(name):
+            continue  # Kubernetes' service-link variables of a Service named cardflow-…: not ours
+        if name in known and value.startswith(("tcp://", "udp://")):
+            raise ConfigError(f"{key}={value!r} looks like a Kubernetes service-link variable (a Service "
+                              "whose name makes it); set enableServiceLinks: false on the pod, or rename "
+                              "the Service")
         if name not in known:
             raise ConfigError(
                 f"{key}: unknown setting. Known: "

@@ -20,6 +20,10 @@ from cardflow.connectors.kafka_admin import ensure_topics
 from cardflow.demo import run_demo
 from cardflow.local_kafka import LocalKafka, free_port
 
+# The commands of the stack's services; the Helm chart's pods run the same (a test compares them).
+SERVICES = {"worker people": ["worker", "people"], "worker archive": ["worker", "archive"],
+            "worker warehouse": ["worker", "warehouse"], "api": ["api"]}
+
 
 def _uses_local_broker(settings: Settings, broker: LocalKafka) -> bool:
     return settings.broker.replace("localhost", "127.0.0.1") == broker.bootstrap
@@ -80,17 +84,17 @@ def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -
             print(f"topic {name}: {outcome}", flush=True)
         logs = settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        children["worker people"] = _spawn(["worker", "people"], config, logs / "people.log")
+        children["worker people"] = _spawn(SERVICES["worker people"], config, logs / "people.log")
         # Raw events to the local lake (data_dir/lake unless CARDFLOW_LAKE_URL), on a web port of its own.
-        children["worker archive"] = _spawn(["worker", "archive"], config, logs / "archive.log",
+        children["worker archive"] = _spawn(SERVICES["worker archive"], config, logs / "archive.log",
                                             CARDFLOW_WORKER_WEB_PORT=str(free_port()))
         # Events and users to the warehouse (chDB under data_dir unless CARDFLOW_WAREHOUSE_URL), which
         # owns its directory and answers the API's insights and SQL on its web port.
         warehouse_port = free_port()
-        children["worker warehouse"] = _spawn(["worker", "warehouse"], config, logs / "warehouse.log",
+        children["worker warehouse"] = _spawn(SERVICES["worker warehouse"], config, logs / "warehouse.log",
                                               CARDFLOW_WORKER_WEB_PORT=str(warehouse_port))
         warehouse_url = settings.warehouse_worker_url or f"http://127.0.0.1:{warehouse_port}"
-        children["api"] = _spawn(["api"], config, logs / "api.log",
+        children["api"] = _spawn(SERVICES["api"], config, logs / "api.log",
                                  CARDFLOW_WAREHOUSE_WORKER_URL=warehouse_url)
         base = f"http://{settings.api_host}:{settings.api_port}"
         if not _wait_http(f"{base}/healthz", children["api"]):

@@ -9,9 +9,10 @@ a lookup retries across the configured workers for a short while.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -35,7 +36,7 @@ async def fetch_profile(app: web.Application, uid: str,
     last = "no worker configured (CARDFLOW_WORKER_URLS)"
     attempt = 0
     while True:
-        for base in settings.worker_urls:
+        for base in await worker_bases(settings.worker_urls):
             url = f"{base.rstrip('/')}/profiles/{quote(uid, safe='')}/"
             try:
                 async with session.get(url) as response:
@@ -51,6 +52,27 @@ async def fetch_profile(app: web.Application, uid: str,
         if time.monotonic() > deadline:
             raise WorkerUnavailable(last)
         await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+
+
+async def worker_bases(urls: tuple[str, ...]) -> list[str]:
+    """``worker_urls`` with each ``dns+http://name:port`` entry resolved to every address the name
+    has now (a headless Service lists one per ready worker pod)."""
+    out: list[str] = []
+    loop = asyncio.get_running_loop()
+    for url in urls:
+        if not url.startswith("dns+"):
+            out.append(url)
+            continue
+        parsed = urlsplit(url[len("dns+"):])
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            infos = await loop.getaddrinfo(parsed.hostname, port, type=socket.SOCK_STREAM)
+        except OSError:
+            continue  # no worker ready yet: the lookup retries, then answers 503
+        for address in sorted({info[4][0] for info in infos}):
+            host = f"[{address}]" if ":" in address else address
+            out.append(f"{parsed.scheme}://{host}:{port}")
+    return out
 
 
 async def wait_folded(app: web.Application, targets: dict[str, int], wait: float) -> bool:

@@ -108,16 +108,16 @@ capabilities: {drop: ["ALL"]}
      (partitions assigned, tables recovered), and a startup budget for changelog recovery. */}}
 {{- define "cardflow.workerProbes" -}}
 startupProbe:
-  httpGet: {path: /healthz/, port: web}
+  httpGet: {path: /healthz, port: health}
   periodSeconds: 5
   failureThreshold: 120
 livenessProbe:
-  httpGet: {path: /healthz/, port: web}
+  httpGet: {path: /healthz, port: health}
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 3
 readinessProbe:
-  httpGet: {path: /readyz/, port: web}
+  httpGet: {path: /readyz, port: health}
   periodSeconds: 5
   timeoutSeconds: 5
   failureThreshold: 2
