@@ -8,3 +8,12 @@ def fragile(profile, event):
     if event.properties.get("explode"):
         raise ZeroDivisionError("the fragile script cannot take this event")
     profile["fragile_seen"] = profile.get("fragile_seen", 0) + 1
+
+
+@profile_script("blocking", version="1")
+def blocking(profile, event):
+    """Blocks the worker's event loop (the fold runs on it) for ``block_loop_s`` seconds."""
+    import time
+
+    if event.properties.get("block_loop_s"):
+        time.sleep(float(event.properties["block_loop_s"]))
