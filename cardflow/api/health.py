@@ -51,12 +51,18 @@ def add_health_routes(app: web.Application, settings: Settings, registry: Collec
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
+        from .cards import STORE_KEY
+
         ok, error = await probe.check()
         up.set(1 if ok else 0)
-        if ok:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready", "broker": error}, status=503)
+        if not ok:
+            return web.json_response({"status": "not ready", "broker": error}, status=503)
+        store = request.app.get(STORE_KEY)
+        if store is not None and not store.loaded.is_set():  # a replica must not serve half the cards
+            return web.json_response({"status": "not ready", "results": "still reading the results topic"},
+                                     status=503)
+        return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)

@@ -76,6 +76,15 @@ def test_results_api(settings: Settings, service) -> None:
     assert card["max_ts"] == max(e["ts"] for e in events) and card["error"] is None
     assert purchases(card) == sum(e["event"] == "purchase" for e in events)
 
+    # A replica that starts now is ready only once it has read the results topic: when /readyz first
+    # answers 200, it serves every card already (the Kubernetes readiness probe relies on it).
+    replica = settings.replace(api_port=free_port())
+    other = start_api(service, replica)
+    wait_until(lambda: http("GET", f"{other}/readyz")[0] == 200, timeout=60, interval=0.05,
+               what="the second replica to be ready")
+    status, _, served = http("GET", f"{other}/v1/cards", headers=READ)
+    assert {c["id"] for c in served["cards"]} == set(truth.read_results(settings)) and served["complete"]
+
     # SSE: the current result at once, then a new one after a new event.
     request = urllib.request.Request(f"{base}/v1/cards/top-events/stream", headers=READ)
     with urllib.request.urlopen(request, timeout=30) as response:

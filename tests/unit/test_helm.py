@@ -264,7 +264,8 @@ def test_the_pod_environment_loads_as_settings(tmp_path: Path, release: str, lin
             settings = load_settings(env=kubernetes_env(spec, c, docs))
             assert settings.broker == "b-1.kafka:9096,b-2.kafka:9096", where
             assert (
-                settings.security_protocol.value == "SASL_SSL" and settings.sasl_password.get_secret_value() == "from-a-secret"
+                settings.security_protocol.value == "SASL_SSL"
+                and settings.sasl_password.get_secret_value() == "from-a-secret"
             )
             if c["args"] == ["worker", "people"]:
                 assert settings.worker_name == "analytics-people-0" and settings.worker_web_host == "10.1.2.3"
