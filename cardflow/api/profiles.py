@@ -69,7 +69,7 @@ async def worker_bases(urls: tuple[str, ...]) -> list[str]:
             infos = await loop.getaddrinfo(parsed.hostname, port, type=socket.SOCK_STREAM)
         except OSError:
             continue  # no worker ready yet: the lookup retries, then answers 503
-        for address in sorted({info[4][0] for info in infos}):
+        for address in sorted({str(info[4][0]) for info in infos}):
             host = f"[{address}]" if ":" in address else address
             out.append(f"{parsed.scheme}://{host}:{port}")
     return out
