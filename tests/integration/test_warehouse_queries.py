@@ -137,7 +137,7 @@ def test_queries_through_the_topology_equal_the_reference(settings: Settings, se
         card_params={"retention": RETENTION},
         api_tokens="admin-token:admin;reader:read",
         warehouse_worker_url=f"http://127.0.0.1:{warehouse_port}",
-        worker_urls=(f"http://127.0.0.1:{settings.worker_web_port}",),
+        worker_urls=(f"dns+http://localhost:{settings.worker_web_port}",),  # as a headless Service
     )
     ensure_topics(s)
     feeder = threading.Thread(target=produce, args=(s, events))

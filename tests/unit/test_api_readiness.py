@@ -33,3 +33,12 @@ def test_ready_only_after_the_results_are_loaded(monkeypatch: pytest.MonkeyPatch
             assert (await client.get("/readyz")).status == 200
 
     asyncio.run(run())
+
+
+def test_dns_worker_urls_resolve_to_every_address() -> None:
+    from cardflow.api.profiles import worker_bases
+
+    got = asyncio.run(worker_bases(("dns+http://localhost:6066", "http://10.0.0.5:6066",
+                                    "dns+http://no-such-host.invalid:6066")))
+    assert "http://127.0.0.1:6066" in got and "http://10.0.0.5:6066" in got
+    assert not any("invalid" in url for url in got)  # not resolvable (yet): skipped, not an error
