@@ -272,3 +272,26 @@ def test_the_pod_environment_loads_as_settings(tmp_path: Path, release: str, lin
                 assert settings.worker_web_bind == "0.0.0.0" and settings.worker_health_port == 6067
             if c["args"] == ["api"]:
                 assert settings.worker_urls[0].startswith("dns+http://") and settings.api_host == "0.0.0.0"
+
+
+def test_the_setup_hook_needs_nothing_the_release_creates_later(rendered: list[dict[str, Any]]) -> None:
+    """Helm runs pre-install hooks before the release's own resources exist: the Job may refer only
+    to hook resources of a lower weight (or to what the user created: Secrets)."""
+    hooks = {
+        (d["kind"], d["metadata"]["name"]): int(d["metadata"]["annotations"].get("helm.sh/hook-weight", 0))
+        for d in rendered
+        if "helm.sh/hook" in d["metadata"].get("annotations", {})
+    }
+    jobs = [d for d in rendered if d["kind"] == "Job"]
+    assert jobs
+    for job in jobs:
+        weight = hooks[("Job", job["metadata"]["name"])]
+        spec = job["spec"]["template"]["spec"]
+        assert "serviceAccountName" not in spec  # the release's service account does not exist yet
+        for c in spec["containers"]:
+            for source in c.get("envFrom", []):
+                ref = ("ConfigMap", source["configMapRef"]["name"])
+                assert ref in hooks and hooks[ref] < weight, (job["metadata"]["name"], ref)
+    plain = next(d for d in rendered if d["kind"] == "ConfigMap" and "annotations" not in d["metadata"])
+    hooked = next(d for d in rendered if d["kind"] == "ConfigMap" and "annotations" in d["metadata"])
+    assert plain["data"] == hooked["data"]  # the Job sees the workers' settings
