@@ -43,7 +43,8 @@ def test_dev_brings_up_everything_and_stops_cleanly(tmp_path: Path) -> None:
         status, _, index = http("GET", f"{base}/v1")
         assert status == 200 and "/v1/cards" in index["endpoints"]
         assert _get(f"{base}/healthz") == (200, json.dumps({"status": "ok"}))
-        assert _get(f"{base}/readyz")[0] == 200
+        # Ready once the broker answers and the results topic is read (right after start it may not be).
+        wait_until(lambda: _get(f"{base}/readyz")[0] == 200, timeout=60, interval=0.5, what="the API ready")
         assert "cardflow_api_broker_up 1.0" in _get(f"{base}/metrics")[1]
 
         # The demo stream reaches the people worker, which publishes profile changes.
