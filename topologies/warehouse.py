@@ -15,6 +15,7 @@ read from it on its web server — the API forwards ``POST /v1/query`` and ``POS
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -57,39 +58,40 @@ def build_warehouse(settings: Settings) -> faust.App:
 def answer_pages(app: faust.App, wh: Warehouse, answers: Answers) -> None:
     """The warehouse's answers on the worker's web server (blocking calls run in threads)."""
 
-    async def answer(view: faust.web.View, work: Any, *args: Any) -> faust.web.Response:
+    async def answer(view: faust.web.View, work: Any) -> faust.web.Response:
+        """``work()`` → (body, cache hit) in a thread; a refused query is 400, the warehouse 503."""
         try:
-            body, hit = await asyncio.get_running_loop().run_in_executor(None, work, *args)
+            body, hit = await asyncio.get_running_loop().run_in_executor(None, work)
         except QueryError as exc:
             return view.json({"error": "bad_query", "field": exc.field, "message": str(exc)}, status=400)
         except WarehouseError as exc:
             return view.json({"error": "warehouse_error", "message": str(exc)}, status=503)
         return view.json(body, headers={"X-Cardflow-Cache": "hit" if hit else "miss"})
 
-    async def json_body(request: faust.web.Request) -> Any:
-        try:
-            return orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            raise QueryError("body", f"is not JSON: {exc}") from None
+    async def posted(view: faust.web.View, request: faust.web.Request,
+                     work: Callable[[Any], tuple[dict[str, Any], bool]]) -> faust.web.Response:
+        """``work(the JSON body)``, answered as ``answer`` does (a body that is not JSON: 400)."""
+        raw = await request.read()
+
+        def parsed() -> tuple[dict[str, Any], bool]:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise QueryError("body", f"is not JSON: {exc}") from None
+            return work(body)
+
+        return await answer(view, parsed)
 
     @app.page("/warehouse/query/")
     class Query(faust.web.View):
         async def post(self, request: faust.web.Request) -> faust.web.Response:
-            try:
-                body = await json_body(request)
-            except QueryError as exc:
-                return self.json({"error": "bad_query", "field": exc.field, "message": str(exc)}, status=400)
-            return await answer(self, answers.query, body)
+            return await posted(self, request, answers.query)
 
     @app.page("/warehouse/sql/")
     class Sql(faust.web.View):
         async def post(self, request: faust.web.Request) -> faust.web.Response:
-            try:
-                body = await json_body(request)
-            except QueryError as exc:
-                return self.json({"error": "bad_query", "field": exc.field, "message": str(exc)}, status=400)
-            text = body.get("sql") if isinstance(body, dict) else None
-            return await answer(self, lambda: (answers.sql(text), False))
+            return await posted(self, request, lambda body: (
+                answers.sql(body.get("sql") if isinstance(body, dict) else None), False))
 
     @app.page("/warehouse/schema/")
     async def schema(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:

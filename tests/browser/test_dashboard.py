@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,20 @@ def chromium() -> str:
     return path
 
 
+def launch(pw: Any) -> Any:
+    """Debian's Chromium, headless, as the browser tests drive it."""
+    return pw.chromium.launch(executable_path=chromium(), headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+
+
+def open_page(browser: Any, url: str, errors: list[str]) -> Any:
+    """A page at ``url`` whose JavaScript errors land in ``errors``."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    return page
+
+
 def test_dashboard_draws_cards_and_updates_live(settings: Settings, service, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -56,13 +71,10 @@ def test_dashboard_draws_cards_and_updates_live(settings: Settings, service, tmp
     wait_until(all_cards, timeout=120, interval=1, what="every built-in card to have a result")
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{base}/?token=reader")
+            page = open_page(browser, f"{base}/?token=reader", errors)
             page.wait_for_selector("#status.live", timeout=20_000)
             for card, (types, charts) in EXPECTED.items():
                 section = page.locator(f'[data-card="{card}"]')

@@ -16,7 +16,7 @@ from tests.helpers import http, start_api, wait_until
 from tests.integration.test_people import produce
 from tests.integration.test_warehouse_load import stats
 
-from .test_dashboard import chromium
+from .test_dashboard import launch, open_page
 
 pytestmark = pytest.mark.browser
 
@@ -58,16 +58,10 @@ def test_insights_page_draws_a_query_and_its_link_reproduces_it(settings: Settin
     ]
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium(),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
+        browser = launch(pw)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{base}/insights?token=reader")
+            page = open_page(browser, f"{base}/insights?token=reader", errors)
             page.wait_for_selector("#status.live", timeout=20_000)
             page.select_option("#event", "purchase")  # the controls hold the warehouse's own names
             page.select_option("#aggregation", "unique_users")
@@ -86,9 +80,7 @@ def test_insights_page_draws_a_query_and_its_link_reproduces_it(settings: Settin
             link = page.get_attribute("#share", "href")
             assert link and "token" not in link
 
-            shared = browser.new_page(viewport={"width": 1400, "height": 1000})
-            shared.on("pageerror", lambda exc: errors.append(str(exc)))
-            shared.goto(f"{link}&token=reader")
+            shared = open_page(browser, f"{link}&token=reader", errors)
             shared.wait_for_selector("#chart[data-drawn]", timeout=20_000)
             assert table(shared) == want
             assert shared.input_value("#event") == "purchase" and shared.input_value("#from") == start
