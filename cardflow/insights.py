@@ -41,6 +41,11 @@ BUCKET = {
     "week": "toDateTime(toMonday(ts), 'UTC')",
     "month": "toDateTime(toStartOfMonth(ts), 'UTC')",
 }
+DAILY_BUCKET = {
+    "day": "toDateTime(day, 'UTC')",
+    "week": "toDateTime(toMonday(day), 'UTC')",
+    "month": "toDateTime(toStartOfMonth(day), 'UTC')",
+}
 PERIOD_START = {"day": "toDate({x})", "week": "toMonday({x})", "month": "toStartOfMonth({x})"}
 AGGREGATE = {
     "count": "count()",
@@ -109,6 +114,10 @@ def _time(value: Any, name: str, end: bool) -> datetime:
             name, f"must be an ISO date (2026-11-01) or UTC datetime (2026-11-01T10:00:00Z), got {value!r}"
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _midnight(at: datetime) -> bool:
+    return at == at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _ms(at: datetime) -> str:
@@ -404,14 +413,33 @@ def _trend(r: _Reader, db: str) -> Compiled:
         at = next_bucket(at, period)
     filters, breakdown = r.filters(), r.breakdown()
     limit = r.integer("limit", 10, 1, r.limits.max_breakdown)
-    source, split = _source(db, breakdown, sql)
+    # Unique users by day, week or month over whole days, without event-property filters or a
+    # breakdown, read the user_days aggregate (a row per user and active day) instead of the events.
+    daily = (
+        aggregation == "unique_users"
+        and period != "hour"
+        and breakdown is None
+        and not any(f.on == "event" for f in filters)
+        and _midnight(start)
+        and _midnight(to)
+    )
     x = number(sql, "properties", prop) if prop is not None else ""
-    clauses = [f"ts >= {sql.bind(_ms(start), TS)}", f"ts < {sql.bind(_ms(to), TS)}"]
-    if event is not None:
-        clauses.append(f"event = {sql.bind(event, 'String')}")
+    if daily:
+        source, split, bucket = f"{db}.user_days", "NULL", DAILY_BUCKET[period]
+        clauses = [
+            f"day >= {sql.bind(start.date().isoformat(), 'Date')}",
+            f"day < {sql.bind(to.date().isoformat(), 'Date')}",
+            f"event = {sql.bind(event or '', 'String')}",
+        ]
+    else:
+        source, split = _source(db, breakdown, sql)
+        bucket = BUCKET[period]
+        clauses = [f"ts >= {sql.bind(_ms(start), TS)}", f"ts < {sql.bind(_ms(to), TS)}"]
+        if event is not None:
+            clauses.append(f"event = {sql.bind(event, 'String')}")
     clauses += where(sql, db, filters)
     inner = (
-        f"SELECT toUnixTimestamp({BUCKET[period]}) AS t, {split} AS b, "
+        f"SELECT toUnixTimestamp({bucket}) AS t, {split} AS b, "
         f"{AGGREGATE[aggregation].format(x=x)} AS v, count() AS n "
         f"FROM {source} WHERE {' AND '.join(clauses)} GROUP BY t, b"
     )

@@ -456,3 +456,24 @@ def test_retention_equals_the_cards_map(wh: Warehouse, params: dict[str, Any]) -
     want = truth.retention(EVENTS, card)
     assert [[r["date"], r["size"], r["counts"]] for r in got["rows"]] == want
     assert sum(r[1] for r in want) > 0
+
+
+@pytest.mark.parametrize("period", ["day", "week", "month"])
+def test_unique_users_over_whole_days_read_the_user_days_aggregate(wh: Warehouse, period: str) -> None:
+    q = {
+        "kind": "trend",
+        "aggregation": "unique_users",
+        "period": period,
+        **SPAN,
+        "filters": [{"property": "country", "op": "in", "value": ["DE", "FR"], "on": "user"}],
+    }
+    assert "user_days" in compile_query(q, wh.database).sql
+    for other in (
+        {**q, "filters": [{"property": "browser", "op": "eq", "value": "firefox"}]},
+        {**q, "from": "2026-10-20T06:00:00Z"},
+        {**q, "breakdown": "browser"},
+    ):
+        assert "user_days" not in compile_query(other, wh.database).sql  # these need the events
+    for query in (q, {**q, "event": "share"}, {**q, "filters": []}):
+        got, want = trend(wh, {k: v for k, v in query.items() if k != "kind"})
+        assert same(got, want), (query, got, want)
