@@ -37,7 +37,7 @@ run: setup
 test: setup test-packages helm lint
 	$(BIN)/python -m pytest -q
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) helm
 	$(BIN)/python -m pytest -q -m unit
 
 lint: $(STAMP)
