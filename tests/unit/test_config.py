@@ -98,3 +98,16 @@ def test_standby_replicas_reach_the_people_app(tmp_path: Path, monkeypatch: pyte
     assert people.build_people(settings).conf.table_standby_replicas == 0
     assert people.build_people(settings.replace(standby_replicas=2)).conf.table_standby_replicas == 2
     assert load_settings(env={}).standby_replicas == 1  # Faust's default, kept
+
+
+def test_kubernetes_service_links_are_not_settings() -> None:
+    from cardflow.config import load_settings
+    from cardflow.errors import ConfigError
+
+    links = {"CARDFLOW_HTTP_SERVICE_HOST": "10.0.0.9", "CARDFLOW_HTTP_SERVICE_PORT": "80",
+             "CARDFLOW_HTTP_PORT": "tcp://10.0.0.9:80", "CARDFLOW_HTTP_PORT_80_TCP_ADDR": "10.0.0.9"}
+    assert load_settings(env=links).api_port == 8080  # a Service named cardflow-http: ignored
+    with pytest.raises(ConfigError, match="service-link variable.*enableServiceLinks"):
+        load_settings(env={"CARDFLOW_API_PORT": "tcp://10.0.0.9:80"})  # a Service named cardflow-api
+    with pytest.raises(ConfigError, match="CARDFLOW_API_PROT: unknown setting"):
+        load_settings(env={"CARDFLOW_API_PROT": "1"})  # typos still fail
