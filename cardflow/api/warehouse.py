@@ -30,21 +30,7 @@ async def _forward(request: web.Request, method: str, path: str) -> web.Response
             "this API has no warehouse: run `cardflow worker warehouse` and set "
             "CARDFLOW_WAREHOUSE_WORKER_URL to its web server",
         )
-    body = b""
-    if method == "POST":
-        if (request.content_length or 0) > settings.query_max_body_bytes:
-            raise error(
-                413,
-                "body_too_large",
-                f"the body is over {settings.query_max_body_bytes} bytes (query_max_body_bytes)",
-            )
-        body = await request.content.read(settings.query_max_body_bytes + 1)
-        if len(body) > settings.query_max_body_bytes:
-            raise error(
-                413,
-                "body_too_large",
-                f"the body is over {settings.query_max_body_bytes} bytes (query_max_body_bytes)",
-            )
+    body = await _body(request, settings.query_max_body_bytes) if method == "POST" else b""
     url = f"{settings.warehouse_worker_url.rstrip('/')}{path}"
     try:
         async with request.app[SESSION_KEY].request(
@@ -70,6 +56,21 @@ async def _forward(request: web.Request, method: str, path: str) -> web.Response
         )
     headers: dict[str, Any] = {"X-Cardflow-Cache": cache} if cache else {}
     return web.Response(status=status, body=payload, content_type="application/json", headers=headers)
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    """The whole body, however many reads it takes (a read returns what arrived so far), up to
+    ``limit`` bytes; past it a 413."""
+    too_large = error(413, "body_too_large", f"the body is over {limit} bytes (query_max_body_bytes)")
+    if (request.content_length or 0) > limit:
+        raise too_large
+    chunks, size = [], 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @require(Scope.READ)

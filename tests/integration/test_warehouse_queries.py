@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,12 @@ def test_queries_through_the_topology_equal_the_reference(settings: Settings, se
         status, headers, again = post(base, "/v1/query", q, token="reader")
         assert headers.get("X-Cardflow-Cache") == "hit" and again == got  # unchanged data: cached
 
+    # A body that arrives in many pieces, slowly (chunked, ~900 kB of whitespace around a query), is
+    # read whole; one byte past query_max_body_bytes is a 413.
+    big = b" " * 450_000 + orjson.dumps(queries()[0]) + b" " * 450_000
+    assert chunked(s.api_port, big)[0] == 200
+    assert chunked(s.api_port, b" " * (s.query_max_body_bytes + 1))[0] == 413
+
     # The warehouse's retention equals the retention card's cells on the same events.
     def card_rows() -> Any:
         result = cards_truth.read_results(s).get("retention")
@@ -230,3 +237,27 @@ def run_notebook_doc(url: str, token: str) -> None:
     namespace: dict[str, Any] = {"url": url, "token": token}
     for block in blocks:
         exec(compile(block, "docs/notebook.md", "exec"), namespace)  # noqa: S102 - our own documentation
+
+
+def chunked(port: int, body: bytes) -> tuple[int, bytes]:
+    """POST /v1/query with ``body`` sent chunked, in 64 kB pieces with pauses between them."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.putrequest("POST", "/v1/query")
+    for k, v in {"Authorization": "Bearer reader", "Content-Type": "application/json",
+                 "Transfer-Encoding": "chunked"}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    try:
+        for at in range(0, len(body), 65_536):
+            piece = body[at:at + 65_536]
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.01)
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused before the end: the answer is still there
+    response = conn.getresponse()
+    out = (response.status, response.read())
+    conn.close()
+    return out
