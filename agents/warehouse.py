@@ -34,13 +34,21 @@ MAX_BACKOFF_S = 10.0
 class WarehouseMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.loaded = Counter("cardflow_warehouse_rows", "rows inserted", ["table"], registry=registry)
-        self.skipped = Counter("cardflow_warehouse_skipped", "records not loaded (not valid events)",
-                               ["reason"], registry=registry)
-        self.already = Counter("cardflow_warehouse_already_loaded",
-                               "records found loaded by an earlier run (after a crash)", registry=registry)
+        self.skipped = Counter(
+            "cardflow_warehouse_skipped",
+            "records not loaded (not valid events)",
+            ["reason"],
+            registry=registry,
+        )
+        self.already = Counter(
+            "cardflow_warehouse_already_loaded",
+            "records found loaded by an earlier run (after a crash)",
+            registry=registry,
+        )
         self.retries = Counter("cardflow_warehouse_retries", "inserts retried", registry=registry)
-        self.failing = Gauge("cardflow_warehouse_failing", "1 while inserts are being retried",
-                             registry=registry)
+        self.failing = Gauge(
+            "cardflow_warehouse_failing", "1 while inserts are being retried", registry=registry
+        )
 
 
 def _dt(ms: int) -> str:
@@ -50,8 +58,13 @@ def _dt(ms: int) -> str:
 class EventLoader:
     """Inserts a batch's events (blocking: runs in a thread)."""
 
-    def __init__(self, wh: Warehouse, decoder: Decoder, metrics: WarehouseMetrics,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        wh: Warehouse,
+        decoder: Decoder,
+        metrics: WarehouseMetrics,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.wh, self.decoder, self.metrics, self.sleep = wh, decoder, metrics, sleep
         self.done: dict[tuple[str, int], int] = {}  # last offset known to be in the table
 
@@ -59,9 +72,13 @@ class EventLoader:
         self.done.clear()
 
     def _loaded_through(self, topic: str, partition: int) -> int:
-        rows = self._retry(lambda: self.wh.query(
-            f"SELECT max(kafka_offset) AS o, count() AS n FROM {self.wh.database}.events "
-            "WHERE kafka_topic = {t:String} AND kafka_partition = {p:UInt32}", {"t": topic, "p": partition}))
+        rows = self._retry(
+            lambda: self.wh.query(
+                f"SELECT max(kafka_offset) AS o, count() AS n FROM {self.wh.database}.events "
+                "WHERE kafka_topic = {t:String} AND kafka_partition = {p:UInt32}",
+                {"t": topic, "p": partition},
+            )
+        )
         return int(rows[0]["o"]) if rows and int(rows[0]["n"]) else -1
 
     def load(self, batch: dict[tuple[str, int], list[Any]]) -> None:
@@ -81,12 +98,21 @@ class EventLoader:
                 except Rejected as exc:
                     self.metrics.skipped.labels(exc.reason.value).inc()
                     continue
-                rows.append({
-                    "event_id": event.event_id, "uid": event.uid, "event": event.event, "ts": _dt(event.ts),
-                    "properties": orjson.dumps(event.properties).decode(),
-                    "set_properties": orjson.dumps(event.set).decode(), "source": event.source,
-                    "kafka_topic": topic, "kafka_partition": partition, "kafka_offset": record.offset,
-                    "ingested_at": ingested})
+                rows.append(
+                    {
+                        "event_id": event.event_id,
+                        "uid": event.uid,
+                        "event": event.event,
+                        "ts": _dt(event.ts),
+                        "properties": orjson.dumps(event.properties).decode(),
+                        "set_properties": orjson.dumps(event.set).decode(),
+                        "source": event.source,
+                        "kafka_topic": topic,
+                        "kafka_partition": partition,
+                        "kafka_offset": record.offset,
+                        "ingested_at": ingested,
+                    }
+                )
             if rows:
                 token = f"{topic}/{partition}/{rows[0]['kafka_offset']}-{rows[-1]['kafka_offset']}"
                 self._retry(lambda r=rows, t=token: self.wh.insert("events", r, t))  # type: ignore[misc]
@@ -94,9 +120,14 @@ class EventLoader:
             self.done[(topic, partition)] = records[-1].offset
 
     def _retry(self, attempt: Callable[[], Any]) -> Any:
-        m = self.metrics
-        return until_done(attempt, WarehouseError, "the warehouse", m.retries, m.failing, self.sleep,
-                          cap=MAX_BACKOFF_S)
+        return retried(attempt, self.metrics, self.sleep)
+
+
+def retried(attempt: Callable[[], Any], m: WarehouseMetrics, sleep: Callable[[float], None]) -> Any:
+    """``attempt()`` until the warehouse takes it: capped backoff, counted, never skipped."""
+    return until_done(
+        attempt, WarehouseError, "the warehouse", m.retries, m.failing, sleep, cap=MAX_BACKOFF_S
+    )
 
 
 PROFILE_CHANGE = AvroCodec.named("ProfileChange")
@@ -109,8 +140,9 @@ class UserLoader:
     JSON), not the changelog's storage format. ``users`` is a ReplacingMergeTree on ``version``:
     a change loaded twice (a batch read again) is the same row, and the latest version wins."""
 
-    def __init__(self, wh: Warehouse, metrics: WarehouseMetrics,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, wh: Warehouse, metrics: WarehouseMetrics, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.wh, self.metrics, self.sleep = wh, metrics, sleep
 
     def load(self, batch: dict[tuple[str, int], list[Any]]) -> None:
@@ -133,9 +165,7 @@ class UserLoader:
             if rows:
                 token = f"{topic}/{partition}/{records[0].offset}-{records[-1].offset}"
                 m = self.metrics
-                until_done(lambda r=rows, t=token: self.wh.insert("users", r, t),  # type: ignore[misc]
-                           WarehouseError, "the warehouse", m.retries, m.failing, self.sleep,
-                           cap=MAX_BACKOFF_S)
+                retried(lambda r=rows, t=token: self.wh.insert("users", r, t), m, self.sleep)  # type: ignore[misc]
                 m.loaded.labels("users").inc(len(rows))
 
 
@@ -153,12 +183,16 @@ def _user_row(change: dict[str, Any], updated: str) -> dict[str, Any]:
     # ``properties`` is the user's properties as cards read them (user_property): the latest $set
     # value, else the $set_once one; ``properties_once`` keeps the $set_once values alone.
     merged = {**once, **_values(profile.get("properties"))}
-    return {"uid": change["uid"], "properties": orjson.dumps(merged).decode(),
-            "properties_once": orjson.dumps(once).decode(),
-            "first_seen": _dt(int(profile.get("first_seen") or 0)),
-            "last_seen": _dt(int(profile.get("last_seen") or change["max_ts"])),
-            "events": sum(events.values()) if isinstance(events, dict) else 0,
-            "version": change["version"], "updated_at": updated}
+    return {
+        "uid": change["uid"],
+        "properties": orjson.dumps(merged).decode(),
+        "properties_once": orjson.dumps(once).decode(),
+        "first_seen": _dt(int(profile.get("first_seen") or 0)),
+        "last_seen": _dt(int(profile.get("last_seen") or change["max_ts"])),
+        "events": sum(events.values()) if isinstance(events, dict) else 0,
+        "version": change["version"],
+        "updated_at": updated,
+    }
 
 
 def load_users(app: BatchingApp, changes: faust.TopicT, loader: UserLoader) -> None:

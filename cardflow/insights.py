@@ -638,7 +638,11 @@ def _funnel(r: _Reader, db: str) -> Compiled:
 
 def run_query(wh: Warehouse, body: Any, limits: Limits = Limits()) -> dict[str, Any]:
     """Answer one insights query (blocking; uncached: see :class:`Answers`)."""
-    compiled = compile_query(body, wh.database, limits)
+    return answer(wh, compile_query(body, wh.database, limits))
+
+
+def answer(wh: Warehouse, compiled: Compiled) -> dict[str, Any]:
+    """Run a compiled query and shape its rows (NULL breakdown values match in IN lists)."""
     return compiled.shape(wh.query(compiled.sql, compiled.params, settings={"transform_null_in": 1}))
 
 
@@ -682,12 +686,7 @@ class Answers:
     def query(self, body: Any) -> tuple[dict[str, Any], bool]:
         compiled = compile_query(body, self.wh.database, self.limits)
         key = orjson.dumps([compiled.sql, compiled.params], option=orjson.OPT_SORT_KEYS)
-        return self._cached(
-            key,
-            lambda: compiled.shape(
-                self.wh.query(compiled.sql, compiled.params, settings={"transform_null_in": 1})
-            ),
-        )
+        return self._cached(key, lambda: answer(self.wh, compiled))
 
     def schema(self) -> tuple[dict[str, Any], bool]:
         db = self.wh.database

@@ -25,6 +25,11 @@ from cardflow.errors import ConfigError, WarehouseError, WarehouseUnavailable
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
+# What migration 2's materialized views keep, from the rows of events (event "" is any event).
+_USER_DAYS = "SELECT arrayJoin([event, '']) AS event, toDate(ts) AS day, uid FROM {db}.events"
+_USER_FIRST = ("SELECT arrayJoin([event, '']) AS event, uid, min(ts) AS first_ts FROM {db}.events "
+               "GROUP BY event, uid")
+
 # (version, name, statements); ``{db}`` is the validated database name. Append, never edit.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "events and users", [
@@ -76,15 +81,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             first_ts SimpleAggregateFunction(min, DateTime64(3, 'UTC'))
         ) ENGINE = AggregatingMergeTree
         ORDER BY (event, uid)""",
-        """CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_days_mv TO {db}.user_days AS
-        SELECT arrayJoin([event, '']) AS event, toDate(ts) AS day, uid FROM {db}.events""",
-        """CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_first_mv TO {db}.user_first AS
-        SELECT arrayJoin([event, '']) AS event, uid, min(ts) AS first_ts FROM {db}.events
-        GROUP BY event, uid""",
-        """INSERT INTO {db}.user_days SELECT arrayJoin([event, '']) AS event, toDate(ts) AS day, uid
-        FROM {db}.events""",
-        """INSERT INTO {db}.user_first SELECT arrayJoin([event, '']) AS event, uid, min(ts) AS first_ts
-        FROM {db}.events GROUP BY event, uid""",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.user_days_mv TO {{db}}.user_days AS {_USER_DAYS}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.user_first_mv TO {{db}}.user_first AS {_USER_FIRST}",
+        f"INSERT INTO {{db}}.user_days {_USER_DAYS}",  # the backfill: what the views would have made
+        f"INSERT INTO {{db}}.user_first {_USER_FIRST}",
     ]),
 ]
 
@@ -104,7 +104,8 @@ class Warehouse:
     def query(self, sql: str, params: dict[str, Any] | None = None,
               settings: dict[str, int | str] | None = None) -> list[dict[str, Any]]:
         """Rows of a SELECT as dicts (64-bit integers as strings, as ClickHouse's JSON has them)."""
-        raise NotImplementedError
+        columns, rows = self.select(sql, params, settings)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def select(self, sql: str, params: dict[str, Any] | None = None,
                settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
@@ -155,11 +156,6 @@ class ChdbWarehouse(Warehouse):
                 raise WarehouseError(str(exc).strip()) from exc
         data: bytes = result.bytes() if result is not None else b""
         return data
-
-    def query(self, sql: str, params: dict[str, Any] | None = None,
-              settings: dict[str, int | str] | None = None) -> list[dict[str, Any]]:
-        out = self._run(sql, "JSONEachRow", params, settings)
-        return [orjson.loads(line) for line in out.splitlines() if line]
 
     def select(self, sql: str, params: dict[str, Any] | None = None,
                settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
@@ -247,11 +243,6 @@ class ClickhouseWarehouse(Warehouse):
             except DatabaseError as exc:  # the server's own message, without the client's wrapping
                 text = str(exc).strip().split("server response: ", 1)[-1]
                 raise WarehouseError(re.sub(r"\s*\(for url [^)]*\)$", "", text)) from exc
-
-    def query(self, sql: str, params: dict[str, Any] | None = None,
-              settings: dict[str, int | str] | None = None) -> list[dict[str, Any]]:
-        columns, rows = self.select(sql, params, settings)
-        return [dict(zip(columns, row, strict=True)) for row in rows]
 
     def select(self, sql: str, params: dict[str, Any] | None = None,
                settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
