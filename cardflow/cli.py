@@ -356,5 +356,22 @@ def dev(ctx: click.Context, rate: float) -> None:
     sys.exit(run_dev(settings, rate=rate, config=ctx.find_root().params.get("config")))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Benchmarks beside their baselines (`cardflow bench --help`); needs a source checkout."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "cli.py").exists():
+        raise click.ClickException(
+            f"the benchmarks live in the source tree (bench/), not in the installed package; run "
+            f"`cardflow bench` from a checkout installed with `pip install -e .` (looked in {root})")
+    sys.path.insert(0, str(root))
+    from bench.cli import main as bench_main
+
+    sys.exit(bench_main(list(args)))
+
+
 def main() -> None:
     cli(prog_name="cardflow")
