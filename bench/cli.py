@@ -39,14 +39,20 @@ def run_one(bench: Bench, name: str) -> Result:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cardflow bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="scenarios:\n" + "\n".join(f"  {k:10} {v[1]}"
-                                                                       for k, v in SCENARIOS.items()))
+    parser = argparse.ArgumentParser(
+        prog="cardflow bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios:\n" + "\n".join(f"  {k:10} {v[1]}" for k, v in SCENARIOS.items()),
+    )
     parser.add_argument("scenario", nargs="+", choices=[*SCENARIOS, "all", "docs"])
     parser.add_argument("--quick", action="store_true", help="small sizes (all of them in under 10 minutes)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 2 quick, 3 full)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"where JSON results go (default {RESULTS})")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds per scenario (default 2 quick, 3 full)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"where JSON results go (default {RESULTS})"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     args = parser.parse_args(argv)
     if args.scenario == ["docs"]:

@@ -50,13 +50,33 @@ def quix_python() -> tuple[str | None, str]:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(home)], check=True, capture_output=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         # cardflow's own requirements but the three Quix pins differently; then cardflow itself.
-        subprocess.run([*pip, f"quixstreams=={QUIX}", "faust-streaming[rocksdict]==0.15.3",
-                        "mode-streaming==0.7.1", "aiokafka==0.14.0", "fastavro==1.13.1", "orjson==3.13.0",
-                        "xxhash==4.1.0", "pyroaring==1.2.0", "PyYAML", "click", "aiohttp==3.14.5",
-                        "prometheus-client==0.26.0"], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                *pip,
+                f"quixstreams=={QUIX}",
+                "faust-streaming[rocksdict]==0.15.3",
+                "mode-streaming==0.7.1",
+                "aiokafka==0.14.0",
+                "fastavro==1.13.1",
+                "orjson==3.13.0",
+                "xxhash==4.1.0",
+                "pyroaring==1.2.0",
+                "PyYAML",
+                "click",
+                "aiohttp==3.14.5",
+                "prometheus-client==0.26.0",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True, capture_output=True, text=True)
-        subprocess.run([str(python), "-c", "import quixstreams, cardflow.standard"], check=True,
-                       capture_output=True, text=True)
+        subprocess.run(
+            [str(python), "-c", "import quixstreams, cardflow.standard"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     except subprocess.CalledProcessError as exc:
         return None, f"could not build a Quix Streams {QUIX} environment: {(exc.stderr or '')[-500:]}"
     (home / ".ready").touch()
@@ -65,9 +85,24 @@ def quix_python() -> tuple[str | None, str]:
 
 def run_peer(python: str, kind: str, settings: Any, n: int, state: Path, log: Path) -> dict[str, float]:
     """One peer process until it folded ``n``: its rate between its first and ``n``-th record."""
-    cmd = [python, "-m", "bench.peers", kind, "--broker", settings.broker, "--topic", settings.topic("events"),
-           "--group", f"{settings.topic_prefix}{kind}", "--n", str(n), "--partitions", str(settings.partitions),
-           "--state", str(state)]
+    cmd = [
+        python,
+        "-m",
+        "bench.peers",
+        kind,
+        "--broker",
+        settings.broker,
+        "--topic",
+        settings.topic("events"),
+        "--group",
+        f"{settings.topic_prefix}{kind}",
+        "--n",
+        str(n),
+        "--partitions",
+        str(settings.partitions),
+        "--state",
+        str(state),
+    ]
     first = last = None
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -88,9 +123,12 @@ def run_peer(python: str, kind: str, settings: Any, n: int, state: Path, log: Pa
     if first is None or last is None:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise RuntimeError(f"the {kind} peer stopped before folding {n} events; its log ends:\n{tail}")
-    return {"events_per_s": (n - 1) / (last["done"] - first["first"]),
-            "cpu_s_per_1m": (last["cpu"] - first["cpu"]) / n * 1_000_000,
-            "peak_rss_mib": last["rss_mib"], "state_bytes": last["disk_bytes"]}
+    return {
+        "events_per_s": (n - 1) / (last["done"] - first["first"]),
+        "cpu_s_per_1m": (last["cpu"] - first["cpu"]) / n * 1_000_000,
+        "peak_rss_mib": last["rss_mib"],
+        "state_bytes": last["disk_bytes"],
+    }
 
 
 def run(bench: Bench) -> Result:
@@ -101,9 +139,18 @@ def run(bench: Bench) -> Result:
     progress("generating events")
     records = data.records()
     users = data.distinct_users(records)
-    result = Result("fold", {"events": events, "users": data.users, "distinct_users": users,
-                             "partitions": bench.base.partitions, "faust_events": faust_events,
-                             "zipf_s": 1, "days": data.days})
+    result = Result(
+        "fold",
+        {
+            "events": events,
+            "users": data.users,
+            "distinct_users": users,
+            "partitions": bench.base.partitions,
+            "faust_events": faust_events,
+            "zipf_s": 1,
+            "days": data.days,
+        },
+    )
     quix, why = quix_python()
     rounds: dict[int, Any] = {}
 
@@ -124,7 +171,10 @@ def run(bench: Bench) -> Result:
     def peer_of(kind: str, n: int, python: str = sys.executable) -> Any:
         def go(r: int) -> dict[str, float]:
             here = rounds[r]
-            return run_peer(python, kind, here, n, here.data_dir / f"{kind}-state", here.data_dir / f"{kind}.log")
+            return run_peer(
+                python, kind, here, n, here.data_dir / f"{kind}-state", here.data_dir / f"{kind}.log"
+            )
+
         return go
 
     contenders = {"cardflow": cardflow, "ceiling": peer_of("ceiling", events)}
@@ -142,8 +192,10 @@ def run(bench: Bench) -> Result:
     for name in contenders:
         if name != "cardflow":
             # Ratio of medians and the median of each round's ratio: the second survives drift.
-            per_round = [c["events_per_s"] / b["events_per_s"]
-                         for c, b in zip(result.contenders["cardflow"], result.contenders[name], strict=True)]
+            per_round = [
+                c["events_per_s"] / b["events_per_s"]
+                for c, b in zip(result.contenders["cardflow"], result.contenders[name], strict=True)
+            ]
             result.ratios[f"cardflow / {name}"] = sorted(per_round)[len(per_round) // 2]
     result.ratios = {k: round(v, 3) for k, v in result.ratios.items()}
     result.targets = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import random
@@ -71,14 +72,25 @@ class Data:
         for i, user in enumerate(picks):
             uid = f"user-{user}"
             name = rng.choice(names)
-            props: dict[str, Any] = {"path": f"/p/{rng.randrange(50)}", "n": i,
-                                     "browser": rng.choice(("firefox", "chrome", "safari"))}
+            props: dict[str, Any] = {
+                "path": f"/p/{rng.randrange(50)}",
+                "n": i,
+                "browser": rng.choice(("firefox", "chrome", "safari")),
+            }
             if name == "purchase":
                 props["amount"] = rng.randrange(1, 500)
-            event: dict[str, Any] = {"uid": uid, "event": name, "ts": now - rng.randrange(span),
-                                     "event_id": f"{self.seed}-{i}", "properties": props}
+            event: dict[str, Any] = {
+                "uid": uid,
+                "event": name,
+                "ts": now - rng.randrange(span),
+                "event_id": f"{self.seed}-{i}",
+                "properties": props,
+            }
             if rng.random() < 0.05:
-                event["$set"] = {"plan": rng.choice(("free", "team", "pro")), "country": rng.choice("ABCDEFG")}
+                event["$set"] = {
+                    "plan": rng.choice(("free", "team", "pro")),
+                    "country": rng.choice("ABCDEFG"),
+                }
             out.append((uid.encode(), orjson.dumps(event)))
         return out
 
@@ -88,8 +100,12 @@ class Data:
 
 def produce(settings: Settings, records: list[tuple[bytes, bytes]], topic: str = "events") -> None:
     """Every record to ``topic`` (keyed, partitioned as the SDK does), waiting for all acks."""
-    producer = Producer(producer_config(settings, **{"linger.ms": 50, "batch.num.messages": 10_000,
-                                                     "queue.buffering.max.messages": 2_000_000}))
+    producer = Producer(
+        producer_config(
+            settings,
+            **{"linger.ms": 50, "batch.num.messages": 10_000, "queue.buffering.max.messages": 2_000_000},
+        )
+    )
     name = settings.topic(topic)
     for key, value in records:
         while True:
@@ -148,8 +164,9 @@ def peak_rss_mib(pid: int) -> float:
             status = Path(f"/proc/{p}/status").read_text()
         except OSError:
             continue
-        peak = max(peak, next((int(line.split()[1]) for line in status.splitlines()
-                               if line.startswith("VmHWM")), 0))
+        peak = max(
+            peak, next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+        )
     return peak / 1024
 
 
@@ -167,8 +184,11 @@ def metrics(port: int) -> str:
 
 def counter(port: int, name: str) -> float:
     """A metric's value summed over its label sets (``name`` may carry the labels)."""
-    return sum(float(line.split()[-1]) for line in metrics(port).splitlines()
-               if line.startswith(name + " ") or (line.startswith(name + "{") and "{" not in name))
+    return sum(
+        float(line.split()[-1])
+        for line in metrics(port).splitlines()
+        if line.startswith(name + " ") or (line.startswith(name + "{") and "{" not in name)
+    )
 
 
 class Worker:
@@ -177,14 +197,19 @@ class Worker:
     def __init__(self, settings: Settings, *args: str, log: Path) -> None:
         self.settings, self.log_path = settings, log
         self._log = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cardflow", *args],
-                                     env={**os.environ, **settings.to_env()}, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cardflow", *args],
+            env={**os.environ, **settings.to_env()},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def alive(self) -> None:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.proc.args[3:]} exited ({self.proc.returncode}); the end of its log:\n"
-                               + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:]))
+            raise RuntimeError(
+                f"{self.proc.args[3:]} exited ({self.proc.returncode}); the end of its log:\n"
+                + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+            )
 
     def counter(self, name: str) -> float:
         return counter(self.settings.worker_web_port, name)
@@ -234,9 +259,11 @@ def timed_counter(worker: Worker, name: str, n: int) -> dict[str, float]:
     worker.wait_counter(name, n)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(worker.proc.pid) - cpu0
-    return {"events_per_s": (n - first) / elapsed,
-            "cpu_s_per_1m": cpu / max(n - first, 1) * 1_000_000,
-            "peak_rss_mib": peak_rss_mib(worker.proc.pid)}
+    return {
+        "events_per_s": (n - first) / elapsed,
+        "cpu_s_per_1m": cpu / max(n - first, 1) * 1_000_000,
+        "peak_rss_mib": peak_rss_mib(worker.proc.pid),
+    }
 
 
 # Rounds ----------------------------------------------------------------------------------------
@@ -265,8 +292,12 @@ class Progress:
 Contender = Callable[[int], dict[str, float]]
 
 
-def alternate(rounds: int, contenders: dict[str, Contender], progress: Progress,
-              before_round: Callable[[int], None] | None = None) -> dict[str, list[dict[str, float]]]:
+def alternate(
+    rounds: int,
+    contenders: dict[str, Contender],
+    progress: Progress,
+    before_round: Callable[[int], None] | None = None,
+) -> dict[str, list[dict[str, float]]]:
     """Each contender once per round, the order rotated each round so none always runs first
     (or always right after the broker's busiest moment)."""
     names = list(contenders)
@@ -275,7 +306,7 @@ def alternate(rounds: int, contenders: dict[str, Contender], progress: Progress,
         if before_round is not None:
             progress(f"round {r + 1}/{rounds}: preparing")
             before_round(r)
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             progress(f"round {r + 1}/{rounds}: {name}")
             out[name].append(contenders[name](r))
@@ -304,7 +335,13 @@ class Target:
     met: bool | None
 
     def text(self) -> str:
-        shown = "—" if self.value is None else f"{self.value:,.3g}"
+        shown = (
+            "—"
+            if self.value is None
+            else f"{self.value:,.0f}"
+            if abs(self.value) >= 100
+            else f"{self.value:.3g}"
+        )
         verdict = {True: "met", False: "NOT met", None: "not measured"}[self.met]
         return f"{self.what}: {shown} (target {self.target}): {verdict}"
 
@@ -329,22 +366,41 @@ class Result:
 
     def as_json(self, machine_info: dict[str, Any], command: str, seconds: float) -> dict[str, Any]:
         return {
-            "scenario": self.scenario, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": command, "seconds": round(seconds, 1), "machine": machine_info,
-            "params": self.params, "missing": self.missing,
-            "contenders": {name: {"rounds": rows, "median": medians(rows)}
-                           for name, rows in self.contenders.items()},
-            "ratios": self.ratios, "targets": [t.__dict__ for t in self.targets], "notes": self.notes,
+            "scenario": self.scenario,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": command,
+            "seconds": round(seconds, 1),
+            "machine": machine_info,
+            "params": self.params,
+            "missing": self.missing,
+            "contenders": {
+                name: {"rounds": rows, "median": medians(rows)} for name, rows in self.contenders.items()
+            },
+            "ratios": self.ratios,
+            "targets": [t.__dict__ for t in self.targets],
+            "notes": self.notes,
             "tables": self.tables,
         }
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    return {"cores": os.cpu_count(), "cpu": cpu, "ram_gib": mem, "python": platform.python_version(),
-            "os": platform.platform(terse=True), "versions": versions()}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": mem,
+        "python": platform.python_version(),
+        "os": platform.platform(terse=True),
+        "versions": versions(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -353,20 +409,35 @@ def versions() -> dict[str, str]:
     import confluent_kafka
 
     out = {"kafka": load_settings(env={}).kafka_version, "librdkafka": confluent_kafka.libversion()[0]}
-    for dist in ("cardflow", "confluent-kafka", "faust-streaming", "aiokafka", "rocksdict", "chdb",
-                 "bitmapist", "redis"):
+    for dist in (
+        "cardflow",
+        "confluent-kafka",
+        "faust-streaming",
+        "aiokafka",
+        "rocksdict",
+        "chdb",
+        "bitmapist",
+        "redis",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
             pass
     try:
-        out["cardflow_commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                                capture_output=True, text=True, check=True).stdout.strip()
+        out["cardflow_commit"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         pass
     if shutil.which("redis-server"):
-        out["redis-server"] = subprocess.run(["redis-server", "--version"], capture_output=True,
-                                             text=True).stdout.split("v=")[-1].split()[0]
+        out["redis-server"] = (
+            subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+            .stdout.split("v=")[-1]
+            .split()[0]
+        )
     return out
 
 
@@ -411,6 +482,8 @@ class Bench:
         self._broker: LocalKafka | None = None
         self._base: Settings | None = None
         self._n = 0
+        self._moto: Any = None
+        self.moto_url = ""
 
     def size(self, quick: int, full: int) -> int:
         return quick if self.quick else full
@@ -420,10 +493,19 @@ class Bench:
         if self._base is None:
             port = free_port()
             self._base = load_settings(
-                env={}, data_dir=self.tmp, kafka_port=port, kafka_controller_port=free_port(),
-                broker=f"127.0.0.1:{port}", partitions=8, worker_web_port=free_port(),
-                api_port=free_port(), worker_health_port=free_port(), log_level="warning",
-                kafka_heap="1g", cards=())
+                env={},
+                data_dir=self.tmp,
+                kafka_port=port,
+                kafka_controller_port=free_port(),
+                broker=f"127.0.0.1:{port}",
+                partitions=8,
+                worker_web_port=free_port(),
+                api_port=free_port(),
+                worker_health_port=free_port(),
+                log_level="warning",
+                kafka_heap="1g",
+                cards=(),
+            )
             self._broker = LocalKafka(self._base)
             self._broker.start()
         return self._base
@@ -433,13 +515,38 @@ class Bench:
         self._n += 1
         data_dir = self.tmp / f"{name}-{self._n}"
         data_dir.mkdir(parents=True)
-        here = self.base.replace(topic_prefix=f"{name}{self._n}-", data_dir=data_dir,
-                                 worker_web_port=free_port(), api_port=free_port(),
-                                 worker_health_port=free_port(), **overrides)
+        here = self.base.replace(
+            topic_prefix=f"{name}{self._n}-",
+            data_dir=data_dir,
+            worker_web_port=free_port(),
+            api_port=free_port(),
+            worker_health_port=free_port(),
+            **overrides,
+        )
         ensure_topics(here)
         return here
 
+    def s3(self) -> str:
+        """The endpoint of moto's S3 server (started once, on a free loopback port)."""
+        if self._moto is None:
+            from moto.server import ThreadedMotoServer
+
+            os.environ.update(
+                AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+            )
+            port = free_port()
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            self._moto.start()
+            self.moto_url = f"http://127.0.0.1:{port}"
+            import boto3
+
+            boto3.client("s3", endpoint_url=self.moto_url).create_bucket(Bucket="bench")
+        return self.moto_url
+
     def close(self) -> None:
+        if self._moto is not None:
+            self._moto.stop()
         if self._broker is not None:
             self._broker.stop()
         if not self.keep:
@@ -460,4 +567,4 @@ def lines_of(proc: subprocess.Popen[str], prefix: str = "BENCH ") -> Iterator[di
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(prefix):
-            yield json.loads(line[len(prefix):])
+            yield json.loads(line[len(prefix) :])

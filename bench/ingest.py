@@ -1,32 +1,24 @@
-"""Ingest benchmark: SDK vs a raw confluent-kafka producer, push API vs a bare aiohttp endpoint.
+"""ingest: the SDK vs a raw confluent-kafka producer, the push API vs a bare aiohttp endpoint.
 
-Run: .venv/bin/python bench/ingest.py [--events N] [--seconds S]
-Starts its own Kafka broker on free loopback ports and stops it afterwards.
-Each cardflow number is measured beside its baseline in the same run.
+- ``sdk``: ``Client.track`` for every event until all are acknowledged (``acks=all``, idempotent);
+  ``raw``: a plain confluent-kafka producer sending the same events, pre-encoded with orjson.
+- ``push_api``: ``cardflow api``'s ``POST /v1/events`` (batches of 100, 8 connections, 202 only
+  after the broker acknowledged every event); ``bare``: an aiohttp endpoint that only parses the
+  body. The load generator is a process of its own (``python -m bench.ingest load URL ...``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import platform
+import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
-import aiohttp
-import orjson
-from confluent_kafka import Producer
-
-from cardflow.config import Settings, load_settings
-from cardflow.connectors.kafka_admin import ensure_topics
-from cardflow.kafka_clients import producer_config
-from cardflow.local_kafka import LocalKafka, free_port
-from cardflow.sdk import Client
+from bench.harness import ROOT, Bench, Data, Progress, Result, alternate, medians, target
 
 BARE_SERVER = """
 import json, sys
@@ -40,68 +32,77 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, Python {platform.python_version()}"
+def raw(settings: Any, events: list[tuple[str, str, dict[str, Any], int]]) -> dict[str, float]:
+    import orjson
+    from confluent_kafka import Producer
 
+    from cardflow.kafka_clients import producer_config
 
-def events(n: int) -> list[tuple[str, str, dict]]:
-    return [(f"user-{i % 10_000}", ("page_view", "signup", "purchase")[i % 3], {"path": "/", "n": i})
-            for i in range(n)]
-
-
-def bench_raw(settings: Settings, sample: list[tuple[str, str, dict]]) -> float:
-    producer = Producer(producer_config(settings, **{"linger.ms": 20, "batch.num.messages": 10_000,
-                                                     "queue.buffering.max.messages": 1_000_000}))
+    producer = Producer(
+        producer_config(
+            settings,
+            **{"linger.ms": 20, "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000},
+        )
+    )
     topic = settings.topic("events")
     start = time.perf_counter()
-    for i, (uid, name, props) in enumerate(sample):
-        payload = orjson.dumps({"uid": uid, "event": name, "ts": 1_795_000_000_000 + i, "properties": props})
+    for uid, name, props, ts in events:
+        payload = orjson.dumps({"uid": uid, "event": name, "ts": ts, "properties": props})
         while True:
             try:
                 producer.produce(topic, payload, uid.encode())
                 break
             except BufferError:
                 producer.poll(0.05)
-    assert producer.flush(60) == 0
-    return len(sample) / (time.perf_counter() - start)
+    assert producer.flush(120) == 0
+    return {"events_per_s": len(events) / (time.perf_counter() - start)}
 
 
-def bench_sdk(settings: Settings, sample: list[tuple[str, str, dict]]) -> tuple[float, float]:
-    """(events/s until all acknowledged, events/s of the track() calls alone)."""
+def sdk(settings: Any, events: list[tuple[str, str, dict[str, Any], int]]) -> dict[str, float]:
+    from cardflow.sdk import Client
+
     start = time.perf_counter()
     with Client(settings=settings) as client:
-        for i, (uid, name, props) in enumerate(sample):
-            client.track(uid, name, props, ts=1_795_000_000_000 + i)
+        for uid, name, props, ts in events:
+            client.track(uid, name, props, ts=ts)
         calls = time.perf_counter() - start
-    return len(sample) / (time.perf_counter() - start), len(sample) / calls
+    return {
+        "events_per_s": len(events) / (time.perf_counter() - start),
+        "track_calls_per_s": len(events) / calls,
+    }
 
 
-async def _load(url: str, seconds: float, batch: int, concurrency: int) -> tuple[int, int]:
-    body = json.dumps([{"uid": f"user-{i}", "event": "page_view", "ts": 1_795_000_000_000 + i,
-                        "properties": {"path": "/pricing"}} for i in range(batch)]).encode()
-    accepted = requests = 0
+async def _load(url: str, seconds: float, batch: int, concurrency: int) -> int:
+    import aiohttp
+
+    now = int(time.time() * 1000)
+    body = json.dumps(
+        [
+            {"uid": f"user-{i}", "event": "page_view", "ts": now - i, "properties": {"path": "/pricing"}}
+            for i in range(batch)
+        ]
+    ).encode()
+    accepted = 0
     deadline = time.perf_counter() + seconds
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal accepted, requests
+        nonlocal accepted
         while time.perf_counter() < deadline:
             async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
                 result = await r.json()
-                assert r.status == 202, result
+                if r.status != 202:
+                    raise RuntimeError(f"{url} answered {r.status}: {result}")
                 accepted += result["accepted"]
-                requests += 1
 
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return accepted, requests
+    return accepted
 
 
-def _wait_port(port: int) -> None:
-    import socket
-    for _ in range(200):
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -109,56 +110,77 @@ def _wait_port(port: int) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def bench_http(cmd: list[str], env: dict[str, str], port: int, seconds: float, batch: int,
-               concurrency: int) -> float:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def http(
+    cmd: list[str], settings: Any, port: int, seconds: float, batch: int, concurrency: int
+) -> dict[str, float]:
+    server = subprocess.Popen(
+        cmd, env={**os.environ, **settings.to_env()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        _wait_port(port)
-        asyncio.run(_load(f"http://127.0.0.1:{port}/v1/events", 1.0, batch, concurrency))  # warm-up
-        start = time.perf_counter()
-        accepted, _ = asyncio.run(_load(f"http://127.0.0.1:{port}/v1/events", seconds, batch, concurrency))
-        return accepted / (time.perf_counter() - start)
+        _wait_port(port, server)
+        url = f"http://127.0.0.1:{port}/v1/events"
+        load = [sys.executable, "-m", "bench.ingest", "load", url, str(seconds), str(batch), str(concurrency)]
+        subprocess.run(
+            load[:5] + ["1", str(batch), str(concurrency)], cwd=ROOT, check=True, capture_output=True
+        )  # warm-up
+        out = subprocess.run(load, cwd=ROOT, check=True, capture_output=True, text=True)
+        return {"events_per_s": float(out.stdout.split()[-1])}
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.terminate()
+        server.wait(30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=8)
-    args = parser.parse_args()
+def run(bench: Bench) -> Result:
+    progress = Progress("ingest")
+    n = bench.size(100_000, 300_000)
+    seconds = bench.size(3, 10)
+    batch, concurrency = 100, 8
+    data = Data(users=10_000, events=n, seed=3)
+    events = []
+    for key, value in data.records():
+        e = json.loads(value)
+        events.append((key.decode(), e["event"], e["properties"], e["ts"]))
+    result = Result(
+        "ingest", {"events": n, "http_seconds": seconds, "batch": batch, "concurrency": concurrency}
+    )
+    here = bench.settings("ingest")
+    producers = alternate(
+        bench.rounds, {"sdk": lambda r: sdk(here, events), "raw": lambda r: raw(here, events)}, progress
+    )
+    api = [sys.executable, "-m", "cardflow", "api"]
+    bare_port = here.api_port  # each server runs alone, on the same free port
+    endpoints = alternate(
+        bench.rounds,
+        {
+            "push_api": lambda r: http(api, here, here.api_port, seconds, batch, concurrency),
+            "bare_http": lambda r: http(
+                [sys.executable, "-c", BARE_SERVER, str(bare_port)],
+                here,
+                bare_port,
+                seconds,
+                batch,
+                concurrency,
+            ),
+        },
+        progress,
+    )
+    progress.done()
+    result.contenders = {**producers, **endpoints}
+    sdk_eps = medians(producers["sdk"])["events_per_s"]
+    api_eps = medians(endpoints["push_api"])["events_per_s"]
+    result.ratios = {
+        "sdk / raw": round(sdk_eps / medians(producers["raw"])["events_per_s"], 3),
+        "push_api / bare_http": round(api_eps / medians(endpoints["bare_http"])["events_per_s"], 3),
+    }
+    result.targets = [
+        target("SDK events/s", sdk_eps, ">=", 200_000),
+        target("push API events/s", api_eps, ">=", 20_000),
+    ]
+    return result
 
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        settings = load_settings(env={}, data_dir=Path(tmp), kafka_port=port,
-                                 kafka_controller_port=free_port(), broker=f"127.0.0.1:{port}",
-                                 api_port=free_port(), partitions=8, log_level="warning")
-        broker = LocalKafka(settings)
-        broker.start()
-        try:
-            ensure_topics(settings)
-            sample = events(args.events)
-            raw = bench_raw(settings, sample)
-            sdk, sdk_calls = bench_sdk(settings, sample)
-            env = {**os.environ, **settings.to_env()}
-            bare_port = free_port()
-            bare = bench_http([sys.executable, "-c", BARE_SERVER, str(bare_port)], env, bare_port,
-                              args.seconds, args.batch, args.concurrency)
-            api = bench_http([sys.executable, "-m", "cardflow", "api"], env, settings.api_port,
-                             args.seconds, args.batch, args.concurrency)
-        finally:
-            broker.stop()
-    print(json.dumps({
-        "machine": machine(), "events": args.events, "batch": args.batch,
-        "concurrency": args.concurrency, "seconds": args.seconds,
-        "raw_producer_eps": round(raw), "sdk_eps": round(sdk), "sdk_vs_raw": round(sdk / raw, 3),
-        "sdk_track_call_eps": round(sdk_calls),
-        "bare_http_eps": round(bare), "push_api_eps": round(api), "push_vs_bare": round(api / bare, 3),
-    }, indent=2))
 
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__" and sys.argv[1:2] == ["load"]:
+    url, secs, size, conns = sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    started = time.perf_counter()
+    total = asyncio.run(_load(url, secs, size, conns))
+    print(total / (time.perf_counter() - started))

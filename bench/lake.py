@@ -1,87 +1,53 @@
-"""Lake benchmark: archive and replay throughput, to a local directory and to S3 (moto's server),
+"""archive and replay: the lake's throughput, to a local directory and to S3 (moto's server),
 each beside a baseline measured in the same round.
 
-Run: .venv/bin/python bench/lake.py [--events N] [--rounds N]
-Starts its own broker and moto server on loopback. Per round and backend:
-- archive: the archive worker (``cardflow worker archive``) from the first record to the last
-  archived, vs the baseline: a plain confluent-kafka consumer writing the same objects (same
-  encoder, same lake backend, one object per partition per batch of the same size);
-- replay: ``cardflow replay`` from that lake into a fresh topic, vs the baseline: a plain loop
-  reading the same objects and producing their records with confluent-kafka.
+- archive: ``cardflow worker archive`` from its readiness to the last record archived, vs a plain
+  confluent-kafka consumer writing the same objects (same encoder, same lake client, one object
+  per partition per batch of the same size), then committing;
+- replay: ``cardflow replay`` from a lake into a fresh topic, vs a plain loop reading the same
+  objects and producing their records with confluent-kafka.
 Both sides share the encoder and the lake client, so the ratio measures what the worker and the
 replay add around them (Faust's group, batching, the idempotency checks, the checkpoint).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingest import machine  # noqa: E402
-from people import counter  # noqa: E402
-
-from cardflow.config import Settings, load_settings  # noqa: E402
-from cardflow.connectors.kafka_admin import ensure_topics  # noqa: E402
-from cardflow.connectors.lake import DataLake, open_lake  # noqa: E402
-from cardflow.connectors.lake_objects import Archived, decode, encode, object_key  # noqa: E402
-from cardflow.kafka_clients import consumer_config, producer_config  # noqa: E402
-from cardflow.local_kafka import LocalKafka, free_port  # noqa: E402
+from bench.harness import (
+    Bench,
+    Data,
+    Progress,
+    Result,
+    Worker,
+    alternate,
+    medians,
+    produce,
+    target,
+    timed_counter,
+)
+from cardflow.config import Settings
+from cardflow.connectors.lake import DataLake, open_lake
+from cardflow.connectors.lake_objects import Archived, decode, encode, object_key
+from cardflow.kafka_clients import consumer_config, producer_config
 
 BATCH = 50_000
-
-
-def produce(settings: Settings, n: int) -> None:
-    producer = Producer(producer_config(settings, **{"linger.ms": 50, "batch.num.messages": 10_000,
-                                                     "queue.buffering.max.messages": 2_000_000}))
-    topic = settings.topic("events")
-    now = int(time.time() * 1000)
-    for i in range(n):
-        value = (b'{"uid": "user-%d", "event": "page_view", "ts": %d, "properties": {"n": %d}}'
-                 % (i % 50_000, now - i, i))
-        while True:
-            try:
-                producer.produce(topic, value, b"user-%d" % (i % 50_000))
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(120) == 0
+BACKENDS = ("local", "s3")
 
 
 def lake_of(settings: Settings) -> DataLake:
-    return open_lake(settings.effective_lake_url, settings.lake_endpoint_url, settings.lake_region,
-                     settings.lake_multipart_bytes)
-
-
-def archive_worker(settings: Settings, n: int) -> float:
-    proc = subprocess.Popen([sys.executable, "-m", "cardflow", "worker", "archive"],
-                            env={**os.environ, **settings.to_env()}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    name = 'cardflow_archive_records_total{topic="' + settings.topic("events") + '"}'
-    try:
-        while counter(settings.worker_web_port, name) == 0:
-            assert proc.poll() is None, "the archive worker died"
-            time.sleep(0.02)
-        started = time.perf_counter()
-        first = counter(settings.worker_web_port, name)
-        while counter(settings.worker_web_port, name) < n:
-            assert proc.poll() is None, "the archive worker died"
-            time.sleep(0.1)
-        return (n - first) / (time.perf_counter() - started)
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    return open_lake(
+        settings.effective_lake_url,
+        settings.lake_endpoint_url,
+        settings.lake_region,
+        settings.lake_multipart_bytes,
+    )
 
 
 def archive_baseline(settings: Settings, n: int) -> float:
@@ -96,14 +62,24 @@ def archive_baseline(settings: Settings, n: int) -> float:
             if msg.error():
                 continue
             started = started or time.perf_counter()
-            pending[msg.partition()].append(Archived(msg.topic(), msg.partition(), msg.offset(),
-                                                     msg.timestamp()[1], 0, msg.key(), msg.value(),
-                                                     list(msg.headers() or [])))
+            pending[msg.partition()].append(
+                Archived(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.timestamp()[1],
+                    0,
+                    msg.key(),
+                    msg.value(),
+                    list(msg.headers() or []),
+                )
+            )
             seen += 1
         if sum(map(len, pending.values())) >= BATCH or seen >= n:
             for partition, records in pending.items():
-                key = "baseline/" + object_key(records[0].topic, partition, records[0].offset,
-                                               records[0].timestamp, "avro")
+                key = "baseline/" + object_key(
+                    records[0].topic, partition, records[0].offset, records[0].timestamp, "avro"
+                )
                 lake.put(key, encode(key, records, "avro"))
             pending.clear()
             consumer.commit(asynchronous=False)
@@ -112,26 +88,32 @@ def archive_baseline(settings: Settings, n: int) -> float:
     return n / elapsed
 
 
-def replay_cli(settings: Settings, target: str, n: int) -> float:
+def replay_cli(settings: Settings, to: str, n: int) -> float:
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "cardflow", "replay", "--from",
-                          settings.effective_lake_url, "--to-topic", target],
-                         env={**os.environ, **settings.to_env()}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cardflow", "replay", "--from", settings.effective_lake_url, "--to-topic", to],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"replayed {n} record(s)" in out.stdout, out.stdout + out.stderr
     return n / (time.perf_counter() - started)
 
 
-def replay_baseline(settings: Settings, target: str, n: int) -> float:
+def replay_baseline(settings: Settings, to: str, n: int) -> float:
     lake = lake_of(settings)
-    producer = Producer(producer_config(settings, **{"linger.ms": 50,
-                                                     "queue.buffering.max.messages": 200_000}))
+    producer = Producer(
+        producer_config(settings, **{"linger.ms": 50, "queue.buffering.max.messages": 200_000})
+    )
     started, sent = time.perf_counter(), 0
     for obj in lake.list(f"topic={settings.topic('events')}/"):
         for r in decode(obj.key, lake.get(obj.key)):
             while True:
                 try:
-                    producer.produce(target, r.value, r.key, partition=r.partition, timestamp=r.timestamp,
-                                     headers=r.headers)
+                    producer.produce(
+                        to, r.value, r.key, partition=r.partition, timestamp=r.timestamp, headers=r.headers
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -140,67 +122,96 @@ def replay_baseline(settings: Settings, target: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    from moto.server import ThreadedMotoServer
-
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                      AWS_DEFAULT_REGION="us-east-1")
-    moto_port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
-    moto.start()
-    import boto3
-
-    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}").create_bucket(Bucket="bench")
-    rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        base = load_settings(env={}, data_dir=Path(tmp), kafka_port=port,
-                             kafka_controller_port=free_port(), broker=f"127.0.0.1:{port}", partitions=8,
-                             worker_web_port=free_port(),
-                             log_level="warning", kafka_heap="1g", archive_batch_events=BATCH,
-                             archive_batch_seconds=5)
-        broker = LocalKafka(base)
-        broker.start()
-        try:
-            for n in range(args.rounds):
-                for backend in ("local", "s3"):
-                    here = base.replace(topic_prefix=f"r{n}{backend}-")
-                    if backend == "local":
-                        here = here.replace(lake_url=(Path(tmp) / f"lake-{n}").as_uri())
-                    else:
-                        here = here.replace(lake_url=f"s3://bench/r{n}",
-                                            lake_endpoint_url=f"http://127.0.0.1:{moto_port}")
-                    ensure_topics(here)
-                    produce(here, args.events)
-                    row: dict[str, Any] = {"round": n, "backend": backend}
-                    row["archive_baseline_eps"] = round(archive_baseline(here, args.events))
-                    row["archive_eps"] = round(archive_worker(here, args.events))
-                    target = here.replace(topic_prefix=f"r{n}{backend}-replay-")
-                    ensure_topics(target)
-                    row["replay_eps"] = round(replay_cli(here, target.topic("events"), args.events))
-                    other = here.replace(topic_prefix=f"r{n}{backend}-replay2-")
-                    ensure_topics(other)
-                    baseline = replay_baseline(here, other.topic("events"), args.events)
-                    row["replay_baseline_eps"] = round(baseline)
-                    row["archive_ratio"] = round(row["archive_eps"] / row["archive_baseline_eps"], 3)
-                    row["replay_ratio"] = round(row["replay_eps"] / row["replay_baseline_eps"], 3)
-                    rounds.append(row)
-                    print(json.dumps(row), file=sys.stderr)
-        finally:
-            broker.stop()
-            moto.stop()
-    summary = {"machine": machine(), "events": args.events, "rounds": rounds}
-    for backend in ("local", "s3"):
-        rows = [r for r in rounds if r["backend"] == backend]
-        for key in ("archive_eps", "archive_baseline_eps", "archive_ratio", "replay_eps",
-                    "replay_baseline_eps", "replay_ratio"):
-            summary[f"median_{backend}_{key}"] = statistics.median(r[key] for r in rows)
-    print(json.dumps(summary, indent=2))
+def archive_worker(settings: Settings, n: int) -> dict[str, float]:
+    worker = Worker(settings, "worker", "archive", log=settings.data_dir / f"archive-{time.time_ns()}.log")
+    try:
+        return timed_counter(
+            worker, 'cardflow_archive_records_total{topic="' + settings.topic("events") + '"}', n
+        )
+    finally:
+        worker.stop()
 
 
-if __name__ == "__main__":
-    main()
+def _lake_settings(bench: Bench, name: str, backend: str) -> Settings:
+    # A one-second batch window: the last, partial batch waits for it (a stream that stops is
+    # not what the rate is about), and in a backlog the batches fill long before it.
+    here = bench.settings(name, archive_batch_events=BATCH, archive_batch_seconds=1)
+    if backend == "local":
+        return here.replace(lake_url=(here.data_dir / "lake").as_uri())
+    return here.replace(lake_url=f"s3://bench/{here.topic_prefix.rstrip('-')}", lake_endpoint_url=bench.s3())
+
+
+def _records(bench: Bench) -> tuple[int, list[tuple[bytes, bytes]]]:
+    n = bench.size(100_000, 500_000)
+    return n, Data(users=50_000, events=n, seed=4).records()
+
+
+def run_archive(bench: Bench) -> Result:
+    progress = Progress("archive")
+    n, records = _records(bench)
+    result = Result("archive", {"events": n, "archive_batch_events": BATCH, "backends": BACKENDS})
+    for backend in BACKENDS:
+        rounds: dict[int, Settings] = {}
+
+        def prepare(r: int, backend: str = backend, rounds: dict[int, Settings] = rounds) -> None:
+            rounds[r] = _lake_settings(bench, f"archive-{backend}{r}", backend)
+            produce(rounds[r], records)
+
+        def worker(r: int, rounds: dict[int, Settings] = rounds) -> dict[str, float]:
+            return archive_worker(rounds[r], n)
+
+        def baseline(r: int, rounds: dict[int, Settings] = rounds) -> dict[str, float]:
+            return {"events_per_s": archive_baseline(rounds[r], n)}
+
+        rows = alternate(
+            bench.rounds,
+            {f"cardflow ({backend})": worker, f"plain consumer ({backend})": baseline},
+            progress,
+            before_round=prepare,
+        )
+        result.contenders.update(rows)
+        ratio = (
+            medians(rows[f"cardflow ({backend})"])["events_per_s"]
+            / medians(rows[f"plain consumer ({backend})"])["events_per_s"]
+        )
+        result.ratios[f"cardflow / plain consumer ({backend})"] = round(ratio, 3)
+        result.targets.append(
+            target(
+                f"archive events/s ({backend})",
+                medians(rows[f"cardflow ({backend})"])["events_per_s"],
+                ">=",
+                100_000,
+            )
+        )
+        result.targets.append(target(f"archive vs its baseline ({backend})", ratio, ">=", 0.8))
+    progress.done()
+    return result
+
+
+def run_replay(bench: Bench) -> Result:
+    progress = Progress("replay")
+    n, records = _records(bench)
+    result = Result("replay", {"events": n, "backends": BACKENDS})
+    for backend in BACKENDS:
+        here = _lake_settings(bench, f"replay-{backend}", backend)
+        progress(f"{backend}: producing and archiving {n} events (the lake to replay)")
+        produce(here, records)
+        archive_worker(here, n)
+
+        def cli(r: int, here: Settings = here) -> dict[str, float]:
+            return {"events_per_s": replay_cli(here, bench.settings("replayed").topic("events"), n)}
+
+        def baseline(r: int, here: Settings = here) -> dict[str, float]:
+            return {"events_per_s": replay_baseline(here, bench.settings("replayed").topic("events"), n)}
+
+        rows = alternate(
+            bench.rounds, {f"cardflow replay ({backend})": cli, f"plain loop ({backend})": baseline}, progress
+        )
+        result.contenders.update(rows)
+        eps = medians(rows[f"cardflow replay ({backend})"])["events_per_s"]
+        ratio = eps / medians(rows[f"plain loop ({backend})"])["events_per_s"]
+        result.ratios[f"cardflow replay / plain loop ({backend})"] = round(ratio, 3)
+        result.targets.append(target(f"replay events/s ({backend})", eps, ">=", 100_000))
+        result.targets.append(target(f"replay vs its baseline ({backend})", ratio, ">=", 0.8))
+    progress.done()
+    return result

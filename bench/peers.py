@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 _OUT = os.fdopen(os.dup(1), "w")  # the real stdout: Faust's worker redirects sys.stdout to its log
 
 
@@ -66,8 +65,14 @@ def ceiling(args: argparse.Namespace) -> None:
     from confluent_kafka import Consumer
 
     fold, profiles = Fold(args), {}
-    consumer = Consumer({"bootstrap.servers": args.broker, "group.id": args.group,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.broker,
+            "group.id": args.group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([args.topic])
     while fold.seen < args.n:
         for msg in consumer.consume(1000, timeout=1.0):
@@ -83,8 +88,13 @@ def quix(args: argparse.Namespace) -> None:
     from quixstreams import Application, State
 
     fold = Fold(args)
-    app = Application(broker_address=args.broker, consumer_group=args.group, auto_offset_reset="earliest",
-                      state_dir=args.state, loglevel="WARNING")
+    app = Application(
+        broker_address=args.broker,
+        consumer_group=args.group,
+        auto_offset_reset="earliest",
+        state_dir=args.state,
+        loglevel="WARNING",
+    )
     topic = app.topic(args.topic, key_deserializer="bytes", value_deserializer="bytes")
 
     def update(value: bytes, state: State) -> None:  # the message's key is the state's key
@@ -102,10 +112,18 @@ def faust_agent(args: argparse.Namespace) -> None:
     import faust
 
     fold = Fold(args)
-    app = faust.App(args.group, broker=f"kafka://{args.broker}", store="rocksdb://", datadir=args.state,
-                    topic_partitions=args.partitions, web_enabled=False, consumer_auto_offset_reset="earliest")
-    topic = app.topic(args.topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                      value_serializer="raw")
+    app = faust.App(
+        args.group,
+        broker=f"kafka://{args.broker}",
+        store="rocksdb://",
+        datadir=args.state,
+        topic_partitions=args.partitions,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+    )
+    topic = app.topic(
+        args.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
     profiles = app.Table("profiles", default=dict, partitions=args.partitions)
 
     @app.agent(topic)
@@ -122,7 +140,9 @@ def faust_agent(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("kind", choices=("ceiling", "quix", "faust"))
     parser.add_argument("--broker", required=True)
     parser.add_argument("--topic", required=True)
