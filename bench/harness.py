@@ -251,10 +251,14 @@ def wait_ready(worker: Worker, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def timed_counter(worker: Worker, name: str, n: int) -> dict[str, float]:
-    """Rate of ``name`` from the worker's readiness (start-up left out, its first fetch counted)
-    until it reaches ``n``, with the worker's CPU seconds and peak RSS over that window."""
-    wait_ready(worker)
+def timed_counter(worker: Worker, name: str, n: int, since: str = "ready") -> dict[str, float]:
+    """Rate of ``name`` from the worker's readiness (start-up left out, its first fetch counted;
+    ``since="first"``: from its first increment, the first batch left out) until it reaches ``n``,
+    with the worker's CPU seconds and peak RSS over that window."""
+    if since == "ready":
+        wait_ready(worker)
+    else:
+        worker.wait_counter(name, 1)
     started, first, cpu0 = time.perf_counter(), worker.counter(name), cpu_seconds(worker.proc.pid)
     worker.wait_counter(name, n)
     elapsed = time.perf_counter() - started
