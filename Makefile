@@ -42,7 +42,7 @@ test-unit: $(STAMP) helm
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy cardflow agents topologies connectors
+	$(BIN)/mypy cardflow agents topologies connectors bench
 
 # The dashboard's chart library, from npm at a pinned version, bundled into the package (no CDN).
 CHARTJS := 4.5.1

@@ -103,7 +103,8 @@ def run_peer(python: str, kind: str, settings: Any, n: int, state: Path, log: Pa
         "--state",
         str(state),
     ]
-    first = last = None
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
         try:
@@ -114,7 +115,7 @@ def run_peer(python: str, kind: str, settings: Any, n: int, state: Path, log: Pa
                     last = line
                     if kind != "quix":
                         break
-                elif "state" in line:  # Quix writes its state at the closing checkpoint
+                elif "state" in line and last is not None:  # Quix writes its state at the closing checkpoint
                     last["disk_bytes"] = line["disk_bytes"]
                     break
         finally:

@@ -195,7 +195,7 @@ class Worker:
     """``cardflow worker <kind>`` (or another cardflow command) as a process, its log kept."""
 
     def __init__(self, settings: Settings, *args: str, log: Path) -> None:
-        self.settings, self.log_path = settings, log
+        self.settings, self.log_path, self.args = settings, log, args
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cardflow", *args],
@@ -207,7 +207,7 @@ class Worker:
     def alive(self) -> None:
         if self.proc.poll() is not None:
             raise RuntimeError(
-                f"{self.proc.args[3:]} exited ({self.proc.returncode}); the end of its log:\n"
+                f"cardflow {' '.join(self.args)} exited ({self.proc.returncode}); the end of its log:\n"
                 + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
             )
 
@@ -463,9 +463,9 @@ def table(result: Result) -> str:
     for name, rows in result.contenders.items():
         m = medians(rows)
         lines.append(" | ".join([f"{name} ×{len(rows)}", *(_cell(m.get(k)) for k in keys)]))
-    for title, rows in result.tables.items():
+    for title, extra in result.tables.items():
         lines.append(f"-- {title}")
-        lines += [" | ".join(_cell(c) for c in row) for row in rows]
+        lines += [" | ".join(_cell(c) for c in row) for row in extra]
     lines += [f"ratio {k}: {v:.3f}" for k, v in result.ratios.items()]
     lines += [t.text() for t in result.targets]
     lines += [f"note: {n}" for n in result.notes]

@@ -62,7 +62,7 @@ def archive_baseline(settings: Settings, n: int) -> float:
             if msg.error():
                 continue
             started = started or time.perf_counter()
-            pending[msg.partition()].append(
+            pending[msg.partition() or 0].append(
                 Archived(
                     msg.topic(),
                     msg.partition(),

@@ -11,6 +11,7 @@ broker's own produce → consume round trip on an idle topic.
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 import threading
 import time
@@ -79,12 +80,16 @@ def sustained(settings: Settings, users: int, rate: float, seconds: float, sent:
                 topic,
                 body,
                 uid.encode(),
-                on_delivery=lambda err, msg, uid=uid, ts=ts, t=t: delivered(err, msg, uid, ts, t),
+                on_delivery=functools.partial(_after, delivered, uid, ts, t),
             )
             i += 1
         p.poll(0)
         time.sleep(0.002)
     assert p.flush(60) == 0
+
+
+def _after(fn: Any, uid: str, ts: int, t: float, err: Any, msg: Any) -> None:
+    fn(err, msg, uid, ts, t)
 
 
 class Follower(threading.Thread):
@@ -118,11 +123,11 @@ class Follower(threading.Thread):
                     continue
                 at = time.monotonic()
                 if msg.topic() == changes:
-                    change = PROFILE_CHANGE.decode(msg.value())
+                    change = PROFILE_CHANGE.decode(msg.value() or b"")
                     self.changes[change["uid"]].append((change["max_ts"], at))
                 else:
-                    record = CARD_RESULT.decode(msg.value())
-                    self.results[msg.key().decode()].append(
+                    record = CARD_RESULT.decode(msg.value() or b"")
+                    self.results[(msg.key() or b"").decode()].append(
                         (at, {int(p): o for p, o in record["offsets"].items()})
                     )
         consumer.close()
@@ -176,7 +181,7 @@ def broker_round_trip(settings: Settings, n: int) -> list[float]:
         while time.monotonic() < deadline:
             msg = consumer.poll(1.0)
             if msg is not None and not msg.error():
-                out.append(time.monotonic() - float(msg.value()))
+                out.append(time.monotonic() - float(msg.value() or b"nan"))
                 break
     consumer.close()
     return out
@@ -223,7 +228,7 @@ def run(bench: Bench) -> Result:
     lat = {"profile": profile_latencies(sent, follower.changes)}
     for card in sorted(follower.results):
         lat[f"card {card}"] = card_latencies(sent, follower.results[card])
-    rows = [["to", "events with it", "p50 s", "p95 s", "p99 s"]]
+    rows: list[list[Any]] = [["to", "events with it", "p50 s", "p95 s", "p99 s"]]
     for name, values in lat.items():
         rows.append([name, len(values), *(round(percentile(values, q), 3) for q in (50, 95, 99))])
     result.tables[f"latency at {rate:,} events/s over {users:,} profiles ({len(sent):,} events sent)"] = rows

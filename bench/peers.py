@@ -64,7 +64,8 @@ class Fold:
 def ceiling(args: argparse.Namespace) -> None:
     from confluent_kafka import Consumer
 
-    fold, profiles = Fold(args), {}
+    fold = Fold(args)
+    profiles: dict[bytes | None, dict[str, Any]] = {}
     consumer = Consumer(
         {
             "bootstrap.servers": args.broker,
@@ -79,7 +80,7 @@ def ceiling(args: argparse.Namespace) -> None:
             if msg.error():
                 continue
             key = msg.key()
-            profiles[key] = fold(profiles.get(key), msg.value())
+            profiles[key] = fold(profiles.get(key), msg.value() or b"")
     done(args)
     consumer.close()
 

@@ -51,7 +51,7 @@ def read_all(settings: Settings, topics: list[str]) -> dict[str, float]:
             "auto.offset.reset": "earliest",
         }
     )
-    ends = {}
+    ends: dict[tuple[str, int], int] = {}
     for topic in topics:
         for p in consumer.list_topics(topic, timeout=30).topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
@@ -66,7 +66,7 @@ def read_all(settings: Settings, topics: list[str]) -> dict[str, float]:
                 continue
             records += 1
             key = (msg.topic(), msg.partition())
-            if key in left and msg.offset() + 1 >= left[key]:
+            if key in left and (msg.offset() or 0) + 1 >= left[key]:
                 del left[key]
     consumer.close()
     return {"seconds": time.perf_counter() - started, "records": records}

@@ -327,7 +327,7 @@ def worker(ctx: click.Context, topology: str) -> None:
         logging.getLogger(name).setLevel(settings.log_level.upper())
     # The main thread folds whole batches (CPU-bound Python); Faust's consumer thread needs the
     # GIL only to fetch. Handing it over every 50 ms instead of 5 ms interrupts a batch less
-    # (bench/people.py, 3 rounds each: median 0.456 of the ceiling vs 0.427).
+    # (the people benchmark of the time, 3 rounds each: median 0.456 of the ceiling vs 0.427).
     sys.setswitchinterval(0.05)
     faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
 
