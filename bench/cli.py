@@ -46,14 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         epilog="scenarios:\n" + "\n".join(f"  {k:10} {v[1]}" for k, v in SCENARIOS.items()),
     )
     parser.add_argument("scenario", nargs="+", choices=[*SCENARIOS, "all", "docs"])
-    parser.add_argument("--quick", action="store_true", help="small sizes (all of them in under 10 minutes)")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="small sizes (all of them in under 10 minutes)")
+    sizes.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks the harness runs")
     parser.add_argument(
-        "--rounds", type=int, default=None, help="rounds per scenario (default 2 quick, 3 full)"
+        "--rounds", type=int, default=None, help="rounds per scenario (default 1 smoke, 2 quick, 3 full)"
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help=f"where JSON results go (default {RESULTS})"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
+    parser.add_argument("--broker", help="use this running broker (host:port) instead of starting one")
     args = parser.parse_args(argv)
     if args.scenario == ["docs"]:
         from bench.report import write_docs
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = list(SCENARIOS) if "all" in args.scenario else [s for s in args.scenario if s != "docs"]
     command = "cardflow bench " + shlex.join(argv if argv is not None else sys.argv[1:])
-    bench = Bench(args.quick, args.rounds, args.out, args.keep)
+    level = "smoke" if args.smoke else "quick" if args.quick else "full"
+    bench = Bench(level, args.rounds, args.out, args.keep, args.broker)
     failed = []
     try:
         for name in names:

@@ -136,7 +136,7 @@ def run(bench: Bench) -> Result:
     progress = Progress("fold")
     events = bench.size(100_000, 1_000_000)
     data = Data(users=bench.size(10_000, 100_000), events=events, days=30, seed=1)
-    faust_events = bench.size(5_000, 30_000)
+    faust_events = bench.size(5_000, 30_000, smoke=500)
     progress("generating events")
     records = data.records()
     users = data.distinct_users(records)

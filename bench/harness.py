@@ -445,7 +445,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
     return "—" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
@@ -462,10 +462,10 @@ def table(result: Result) -> str:
     lines.append(" | ".join(["contender (median of rounds)", *keys]))
     for name, rows in result.contenders.items():
         m = medians(rows)
-        lines.append(" | ".join([f"{name} ×{len(rows)}", *(_cell(m.get(k)) for k in keys)]))
+        lines.append(" | ".join([f"{name} ×{len(rows)}", *(cell(m.get(k)) for k in keys)]))
     for title, extra in result.tables.items():
         lines.append(f"-- {title}")
-        lines += [" | ".join(_cell(c) for c in row) for row in extra]
+        lines += [" | ".join(cell(c) for c in row) for row in extra]
     lines += [f"ratio {k}: {v:.3f}" for k, v in result.ratios.items()]
     lines += [t.text() for t in result.targets]
     lines += [f"note: {n}" for n in result.notes]
@@ -475,21 +475,33 @@ def table(result: Result) -> str:
 # The bench -------------------------------------------------------------------------------------
 
 
-class Bench:
-    """One invocation: a temporary directory, one broker on free loopback ports shared by every
-    scenario, the sizes (``quick`` or full), and where results go."""
+LEVELS = ("smoke", "quick", "full")  # smoke: tiny sizes, one round, for the test that keeps this honest
 
-    def __init__(self, quick: bool, rounds: int | None, out: Path, keep: bool = False) -> None:
-        self.quick, self.out, self.keep = quick, out, keep
-        self.rounds = rounds if rounds is not None else (2 if quick else 3)
+
+class Bench:
+    """One invocation: a temporary directory, one broker shared by every scenario (started here on
+    free loopback ports unless ``broker`` names a running one), the sizes (``level``), and where
+    results go."""
+
+    def __init__(
+        self, level: str, rounds: int | None, out: Path, keep: bool = False, broker: str | None = None
+    ) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        self.level, self.quick, self.out, self.keep = level, level != "full", out, keep
+        self.rounds = rounds if rounds is not None else {"smoke": 1, "quick": 2, "full": 3}[level]
         self.tmp = Path(tempfile.mkdtemp(prefix="cardflow-bench-"))
+        self._external = broker
         self._broker: LocalKafka | None = None
         self._base: Settings | None = None
         self._n = 0
         self._moto: Any = None
         self.moto_url = ""
 
-    def size(self, quick: int, full: int) -> int:
+    def size(self, quick: int, full: int, smoke: int | None = None) -> int:
+        """The size for this level (smoke: ``smoke``, else a fiftieth of quick)."""
+        if self.level == "smoke":
+            return smoke if smoke is not None else max(1, quick // 50)
         return quick if self.quick else full
 
     @property
@@ -501,7 +513,7 @@ class Bench:
                 data_dir=self.tmp,
                 kafka_port=port,
                 kafka_controller_port=free_port(),
-                broker=f"127.0.0.1:{port}",
+                broker=self._external or f"127.0.0.1:{port}",
                 partitions=8,
                 worker_web_port=free_port(),
                 api_port=free_port(),
@@ -510,8 +522,9 @@ class Bench:
                 kafka_heap="1g",
                 cards=(),
             )
-            self._broker = LocalKafka(self._base)
-            self._broker.start()
+            if self._external is None:
+                self._broker = LocalKafka(self._base)
+                self._broker.start()
         return self._base
 
     def settings(self, name: str, **overrides: Any) -> Settings:
@@ -559,9 +572,10 @@ class Bench:
     def write(self, result: Result, command: str, seconds: float) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         day = dt.date.today().isoformat()
-        path = self.out / f"{result.scenario}-{day}{'-quick' if self.quick else ''}.json"
+        suffix = "" if self.level == "full" else f"-{self.level}"
+        path = self.out / f"{result.scenario}-{day}{suffix}.json"
         data = result.as_json(machine(), command, seconds)
-        data["quick"] = self.quick
+        data["level"] = self.level
         path.write_text(json.dumps(data, indent=1, default=str) + "\n")
         return path
 

@@ -133,7 +133,7 @@ def http(
 def run(bench: Bench) -> Result:
     progress = Progress("ingest")
     n = bench.size(100_000, 300_000)
-    seconds = bench.size(3, 10)
+    seconds = bench.size(3, 10, smoke=1)
     batch, concurrency = 100, 8
     data = Data(users=10_000, events=n, seed=3)
     events = []

@@ -189,14 +189,14 @@ def broker_round_trip(settings: Settings, n: int) -> list[float]:
 
 def run(bench: Bench) -> Result:
     progress = Progress("latency")
-    users, rate, seconds = bench.size(20_000, 100_000), 5000, bench.size(15, 60)
+    users, rate, seconds = bench.size(20_000, 100_000), bench.size(5000, 5000, 500), bench.size(15, 60, 4)
     result = Result(
         "latency",
         {"users": users, "rate": rate, "seconds": seconds, "cards": list(load_settings(env={}).cards)},
     )
     here = bench.settings("latency", cards=load_settings(env={}).cards)
     progress("broker round trips (the baseline)")
-    base = broker_round_trip(here, bench.size(300, 2000))
+    base = broker_round_trip(here, bench.size(300, 2000, 20))
     worker = Worker(here, "worker", "people", log=here.data_dir / "people.log")
     try:
         progress(f"giving {users:,} users a profile")

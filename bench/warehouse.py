@@ -188,7 +188,7 @@ def run(bench: Bench) -> Result:
     progress = Progress("warehouse")
     n = bench.size(50_000, 500_000)
     q_events, q_users = bench.size(1_000_000, 10_000_000), bench.size(100_000, 1_000_000)
-    q_rounds = bench.size(3, 7)
+    q_rounds = bench.size(3, 7, smoke=1)
     result = Result(
         "warehouse",
         {"load_events": n, "query_events": q_events, "query_users": q_users, "query_rounds": q_rounds},
