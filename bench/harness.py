@@ -100,13 +100,35 @@ class Data:
 
 def produce(settings: Settings, records: list[tuple[bytes, bytes]], topic: str = "events") -> None:
     """Every record to ``topic`` (keyed, partitioned as the SDK does), waiting for all acks."""
-    producer = Producer(
+    _produce(_bulk_producer(settings), settings.topic(topic), records)
+
+
+def produce_held(
+    settings: Settings, records: list[tuple[bytes, bytes]], topic: str = "events"
+) -> Callable[[], None]:
+    """Every record to ``topic`` inside one transaction, left open: a ``read_committed`` consumer
+    (the people worker) sees none of them until the returned function commits, and then all at
+    once — a backlog that appears at a known moment in front of a worker that is already up."""
+    producer = _bulk_producer(
+        settings, **{"transactional.id": f"bench-{time.time_ns()}", "transaction.timeout.ms": 900_000}
+    )
+    producer.init_transactions(60)
+    producer.begin_transaction()
+    _produce(producer, settings.topic(topic), records)
+    return lambda: producer.commit_transaction(120)
+
+
+def _bulk_producer(settings: Settings, **extra: Any) -> Producer:
+    return Producer(
         producer_config(
             settings,
             **{"linger.ms": 50, "batch.num.messages": 10_000, "queue.buffering.max.messages": 2_000_000},
+            **extra,
         )
     )
-    name = settings.topic(topic)
+
+
+def _produce(producer: Producer, name: str, records: list[tuple[bytes, bytes]]) -> None:
     for key, value in records:
         while True:
             try:
@@ -251,15 +273,24 @@ def wait_ready(worker: Worker, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def timed_counter(worker: Worker, name: str, n: int, since: str = "ready") -> dict[str, float]:
-    """Rate of ``name`` from the worker's readiness (start-up left out, its first fetch counted;
-    ``since="first"``: from its first increment, the first batch left out) until it reaches ``n``,
-    with the worker's CPU seconds and peak RSS over that window."""
+def timed_counter(
+    worker: Worker, name: str, n: int, since: str = "ready", release: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Rate of ``name`` until it reaches ``n``, with the worker's CPU seconds and peak RSS over that
+    window, timed from: ``release()`` called once the worker is ready (the fairest: the whole
+    backlog, none of the start-up; see ``produce_held``); else the worker's readiness (what it did
+    before is left out, so a backlog it mostly folded while starting gives a short, noisy window);
+    or ``since="first"``: its first increment (the first batch left out)."""
     if since == "ready":
         wait_ready(worker)
+        if release is not None:
+            cpu0 = cpu_seconds(worker.proc.pid)
+            release()
     else:
         worker.wait_counter(name, 1)
-    started, first, cpu0 = time.perf_counter(), worker.counter(name), cpu_seconds(worker.proc.pid)
+    started, first = time.perf_counter(), worker.counter(name)
+    if release is None:
+        cpu0 = cpu_seconds(worker.proc.pid)
     worker.wait_counter(name, n)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(worker.proc.pid) - cpu0

@@ -29,6 +29,7 @@ from bench.harness import (
     alternate,
     medians,
     produce,
+    produce_held,
     target,
     timed_counter,
 )
@@ -122,11 +123,16 @@ def replay_baseline(settings: Settings, to: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def archive_worker(settings: Settings, n: int) -> dict[str, float]:
+def archive_worker(settings: Settings, records: list[tuple[bytes, bytes]]) -> dict[str, float]:
+    """The archive worker over ``records``, held in a transaction until it is up (produce_held)."""
+    commit = produce_held(settings, records)
     worker = Worker(settings, "worker", "archive", log=settings.data_dir / f"archive-{time.time_ns()}.log")
     try:
         return timed_counter(
-            worker, 'cardflow_archive_records_total{topic="' + settings.topic("events") + '"}', n
+            worker,
+            'cardflow_archive_records_total{topic="' + settings.topic("events") + '"}',
+            len(records),
+            release=commit,
         )
     finally:
         worker.stop()
@@ -157,8 +163,8 @@ def run_archive(bench: Bench) -> Result:
             rounds[r] = _lake_settings(bench, f"archive-{backend}{r}", backend)
             produce(rounds[r], records)
 
-        def worker(r: int, rounds: dict[int, Settings] = rounds) -> dict[str, float]:
-            return archive_worker(rounds[r], n)
+        def worker(r: int, backend: str = backend) -> dict[str, float]:
+            return archive_worker(_lake_settings(bench, f"archive-{backend}{r}-cardflow", backend), records)
 
         def baseline(r: int, rounds: dict[int, Settings] = rounds) -> dict[str, float]:
             return {"events_per_s": archive_baseline(rounds[r], n)}
@@ -195,8 +201,7 @@ def run_replay(bench: Bench) -> Result:
     for backend in BACKENDS:
         here = _lake_settings(bench, f"replay-{backend}", backend)
         progress(f"{backend}: producing and archiving {n} events (the lake to replay)")
-        produce(here, records)
-        archive_worker(here, n)
+        archive_worker(here, records)
 
         def cli(r: int, here: Settings = here) -> dict[str, float]:
             return {"events_per_s": replay_cli(here, bench.settings("replayed").topic("events"), n)}
