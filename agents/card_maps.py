@@ -1,8 +1,11 @@
 """Card maps in a child process, and its supervisor.
 
 The child opens a partition's RocksDB as a *secondary* instance (RocksDB's
-read-only follower that catches up with the worker's writes), decodes the
-profiles once, runs each card's ``map`` and sends back one partial per card.
+read-only follower that catches up with the worker's writes). An incremental
+card's partial is kept per partition and updated from the profiles that
+changed (their previous versions come from the child's own *shadow* RocksDB,
+on disk); a ``map`` card streams the partition's profiles. Memory does not
+grow with the number of profiles. One partial per card goes back.
 A child process, not a thread, because a card that loops forever must be
 stopped: the parent (``MapProcess``) kills the child when a card overruns its
 budget, publishes an error partial for it and starts a new child. It also
@@ -11,21 +14,25 @@ keeps card code off the worker's event loop and GIL.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from cardflow.agents.card_metrics import CardMetrics
 from cardflow.batches import is_table_key
-from cardflow.card_results import Partial, map_partition
+from cardflow.card_results import Partial, incremental_partial, map_partition
 from cardflow.cards import Card, load_cards
 from cardflow.config import Settings
-from cardflow.profile_values import decode_profile, decode_watermark
+from cardflow.incremental import Change, PartitionPartials
+from cardflow.profile_values import decode_watermark, profile_json_of
 from cardflow.profiles import load_scripts
 
 LOAD_TIMEOUT_S = 120.0  # reading and decoding one partition; card budgets start after it
@@ -33,17 +40,20 @@ LOAD_TIMEOUT_S = 120.0  # reading and decoding one partition; card budgets start
 
 def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tuple[str, ...],
                params: dict[str, dict[str, Any]], workdir: str) -> None:
-    """The child's loop: for each job ``(partition, db_path, card_ids, keys)`` send
-    ``("loaded", n, seconds, offset, max_ts)``, then one encoded Partial per card, in order.
+    """The child's loop: for each job ``(partition, db_path, card_ids, due, keys)`` send
+    ``("loaded", n, seconds, offset, max_ts)``, then per card of ``card_ids``, in order, its
+    encoded Partial when it is in ``due``, else an empty message (an incremental card brought
+    up to date, nothing to publish).
 
-    Decoded profiles are kept between jobs; ``keys`` names the profiles changed since the
-    partition's last job (re-read alone), or is None to read the whole partition again."""
+    ``keys`` names the profiles changed since the partition's last job, or is None to read the
+    whole partition again."""
     from rocksdict import AccessType, Options, Rdict
 
     cards = {c.id: c for c in load_cards(card_paths, [s.name for s in load_scripts(script_paths)], params)}
     dbs: dict[str, Rdict] = {}
-    cached: dict[str, dict[bytes, dict[str, Any]]] = {}  # db path → key → decoded profile
-    marks: dict[str, tuple[int, int]] = {}  # db path → (offset, max_ts) over its profiles
+    shadows: dict[str, Rdict] = {}  # db path → profile key → the profile JSON the partials hold
+    partials: dict[str, PartitionPartials] = {}  # db path → its incremental cards' partials
+    marks: dict[str, tuple[int, int, int]] = {}  # db path → (profiles, offset, max_ts)
 
     def open_secondary(path: str) -> Rdict:
         db = dbs.get(path)
@@ -60,10 +70,29 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
         db.try_catch_up_with_primary()
         return db
 
-    def decode(key: bytes, value: bytes) -> dict[str, Any]:
-        profile = decode_profile(value)
+    def new_shadow(path: str) -> Rdict:
+        old = shadows.pop(path, None)
+        if old is not None:
+            old_path = old.path()
+            old.close()
+            Rdict.destroy(old_path)
+        options = Options(raw_mode=True)
+        options.set_write_buffer_size(8 << 20)  # small memtables: the shadow is written a key at a time
+        shadows[path] = Rdict(os.path.join(workdir, f"shadow{time.time_ns()}-{os.path.basename(path)}"),
+                              options)
+        return shadows[path]
+
+    def decode(key: bytes, profile_json: bytes) -> dict[str, Any]:
+        profile: dict[str, Any] = orjson.loads(profile_json)
         profile["uid"] = key.decode()
         return profile
+
+    def stream(db: Rdict | None) -> Iterator[dict[str, Any]]:
+        """Every profile of the partition, decoded one at a time (none kept)."""
+        for key, value in (db.items() if db is not None else ()):
+            assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+            if is_table_key(key):
+                yield decode(key, profile_json_of(value))
 
     while True:
         try:
@@ -72,36 +101,51 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
             return  # the worker is gone (killed): nothing to answer, nothing to report
         if job is None:
             return
-        partition, path, card_ids, keys = job
+        partition, path, card_ids, due, keys = job
         started = time.perf_counter()
-        profiles = cached.get(path)
-        offset, max_ts = marks.get(path, (-1, 0))
-        if not os.path.isdir(path):  # no DB yet: nothing has been folded on this partition
-            profiles, offset, max_ts = {}, -1, 0
-        else:
-            db = open_secondary(path)
-            read: Iterable[tuple[Any, Any]]
-            if profiles is None or keys is None:
-                profiles, offset, max_ts = {}, -1, 0
-                read = db.items()
-            else:
-                read = ((key, db.get(key)) for key in keys)
-            for key, value in read:
+        db = open_secondary(path) if os.path.isdir(path) else None  # none: nothing folded here yet
+        changes: list[Change] = []
+        if path not in partials or keys is None or db is None:
+            partials[path] = PartitionPartials(cards.values())
+            shadow = new_shadow(path)
+            count, offset, max_ts = 0, -1, 0
+            for key, value in (db.items() if db is not None else ()):
                 assert isinstance(key, bytes)  # raw mode
-                if not is_table_key(key):
+                if is_table_key(key):
+                    shadow[key] = profile_json_of(value)
+                    o, t = decode_watermark(value)
+                    count, offset, max_ts = count + 1, max(offset, o), max(max_ts, t)
+        else:
+            shadow = shadows[path]
+            count, offset, max_ts = marks[path]
+            for key in keys:
+                value, before = db.get(key), shadow.get(key)
+                after = None if value is None else profile_json_of(value)
+                if after == before:
                     continue
-                if value is None:  # a changed key that is gone
-                    profiles.pop(key, None)
-                    continue
-                profiles[key] = decode(key, value)
-                o, t = decode_watermark(value)
-                offset, max_ts = max(offset, o), max(max_ts, t)
-        cached[path], marks[path] = profiles, (offset, max_ts)
-        rows = list(profiles.values())
+                if value is None:
+                    del shadow[key]
+                    count -= 1
+                else:
+                    shadow[key] = after
+                    count += before is None
+                    o, t = decode_watermark(value)
+                    offset, max_ts = max(offset, o), max(max_ts, t)
+                changes.append((None if before is None else decode(key, before),
+                                None if after is None else decode(key, after)))
+        marks[path] = (count, offset, max_ts)
+        here = partials[path]
+        here.stale.update(set(here.cards) - set(card_ids))  # they miss these changes
         try:
-            conn.send(("loaded", len(rows), time.perf_counter() - started, offset, max_ts))
+            conn.send(("loaded", count, time.perf_counter() - started, offset, max_ts))
             for card_id in card_ids:
-                conn.send_bytes(map_partition(cards[card_id], partition, rows, max_ts, offset).encode())
+                card = cards[card_id]
+                if card.incremental():
+                    partial = incremental_partial(here, card, partition, changes,
+                                                  functools.partial(stream, db), max_ts, offset)
+                    conn.send_bytes(partial.encode() if card_id in due else b"")
+                else:
+                    conn.send_bytes(map_partition(card, partition, stream(db), max_ts, offset).encode())
         except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
             return
 
@@ -150,12 +194,17 @@ class MapProcess:
 
     def run(self, partition: int, db_path: Path, card_ids: list[str],
             on_partial: Callable[[Partial], Any] | None = None,
-            keys: list[bytes] | None = None) -> tuple[list[Partial], list[str]]:
+            keys: list[bytes] | None = None,
+            resting: frozenset[str] = frozenset()) -> tuple[list[Partial], list[str]]:
         """Partials for ``card_ids`` over one partition, and the ids of the cards that overran their
         budget or ended the map process (each gets an error partial).
         ``on_partial`` (from this thread) gets each partial as soon as it is made. ``keys``: the
-        profiles changed since this partition's last run, or None to read them all."""
+        profiles changed since this partition's last run, or None to read them all. Every
+        incremental card takes the changes, due or not (the child keeps one previous version of
+        each profile, so all must move together) but those ``resting`` after an overrun (they are
+        built again from the whole partition when they next run); only ``card_ids`` publish."""
         partials: list[Partial] = []
+        due = set(card_ids)
 
         def keep(partial: Partial) -> None:
             partials.append(partial)
@@ -163,13 +212,14 @@ class MapProcess:
                 on_partial(partial)
 
         overran: list[str] = []
-        pending = list(card_ids)
+        pending = list(card_ids) + [c for c, card in self.cards.items()
+                                    if card.incremental() and c not in due and c not in resting]
         while pending:
             conn = self._conn if self._proc is not None and self._proc.is_alive() else None
             if conn is None:
                 self._kill()
                 conn = self._start()  # a new child has no profiles cached: it reads them all
-            conn.send((partition, str(db_path), pending, keys))
+            conn.send((partition, str(db_path), pending, due, keys))
             if not conn.poll(LOAD_TIMEOUT_S):
                 self._kill()
                 raise TimeoutError(f"card maps: reading partition {partition} took over {LOAD_TIMEOUT_S}s")
@@ -183,7 +233,8 @@ class MapProcess:
                                "stopped (make it faster or raise the card's budget)")
                 else:
                     try:
-                        partial = Partial.decode(conn.recv_bytes())
+                        data = conn.recv_bytes()
+                        partial = Partial.decode(data) if data else None
                     except (EOFError, OSError):
                         self._proc.join(5)
                         problem = (f"map ended the map process (exit code {self._proc.exitcode}), e.g. by "
@@ -198,6 +249,8 @@ class MapProcess:
                                  int(time.time() * 1000), card.budget * 1000, problem))
                     break
                 pending.pop(0)
+                if partial is None:
+                    continue  # brought up to date, not due
                 keep(partial)
                 self.metrics.maps.labels(card.id, "error" if partial.error else "ok").inc()
                 self.metrics.map_seconds.labels(card.id).observe(partial.run_ms / 1000)

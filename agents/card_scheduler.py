@@ -85,10 +85,11 @@ class CardScheduler:
             if partition in self.reload:
                 keys = None
                 self.reload.discard(partition)
+            resting = frozenset(c for c in self.penalty if time.monotonic() < self.not_before[c])
             try:
                 _, overran = await loop.run_in_executor(
                     self._executor, self.process.run, partition, self.db_path(partition), card_ids,
-                    publish, keys)
+                    publish, keys, resting)
             except BaseException:
                 self.reload.add(partition)  # the child may have missed these keys
                 raise

@@ -2,6 +2,8 @@
 
 Every card reads the standard profile script's fields. Dates are UTC days;
 ``as_of`` (ISO date, default today) pins "today" for reproducible results.
+Every card is incremental (``contribute``): its ``map`` is the same partial
+computed over a whole partition at once, which the tests hold them to.
 Day resolution is what the standard script keeps (active days per event),
 so a funnel counts steps done on the same day as in order.
 """
@@ -16,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cardflow.cards import Card, CardError
+from cardflow.incremental import Rebuild
 from cardflow.standard import DAY_MS, active_days, user_property
 from cardflow.widgets import Bar, Cohort, Funnel, Group, Line, Map, Number, Table, Users, Widget
 
@@ -66,6 +69,22 @@ class ActiveUsers(Card):
                 if running:
                     counts[first + i] = running
             out[name] = counts
+        return out
+
+    def window(self) -> date:
+        self._today = today(self.p["as_of"])
+        return self._today
+
+    def contribute(self, profile: dict[str, Any]) -> dict[str, Counter[int]]:
+        last = day_number(getattr(self, "_today", None) or self.window())
+        first = last - self.p["days"] + 1
+        days = [d for d in active_days(profile) if first - 29 <= d <= last]
+        out = {}
+        for name, width in (("dau", 1), ("wau", 7), ("mau", 30)):
+            covered: set[int] = set()
+            for d in days:
+                covered.update(range(max(d, first), min(d + width - 1, last) + 1))
+            out[name] = Counter(dict.fromkeys(covered, 1))
         return out
 
     def render(self, total: dict[str, Counter[int]] | None) -> list[Widget]:
@@ -123,6 +142,10 @@ class TopEvents(Card):
             counts.update(events)
             users.update(events.keys())
         return {"counts": counts, "users": users}
+
+    def contribute(self, profile: dict[str, Any]) -> dict[str, Counter[str]]:
+        events = profile.get("events", {})
+        return {"counts": Counter(events), "users": Counter(dict.fromkeys(events, 1))}
 
     def _top(self, total: dict[str, Counter[str]] | None) -> list[tuple[str, int]]:
         counts = (total or {}).get("counts", Counter())
@@ -218,26 +241,46 @@ class Retention(Card):
 
     def map(self, profiles: Profiles) -> dict[str, Counter[Any]]:
         periods = self.calendar()
-        rows, after = self.p["periods"], self.p["after"]
-        cohort_event, return_event = self.p["cohort_event"], self.p["return_event"]
         size: Counter[int] = Counter()
         both: Counter[tuple[int, int]] = Counter()
         returned: Counter[int] = Counter()
         for profile in profiles:
-            if cohort_event is None:
-                a_days = [profile["first_seen"] // DAY_MS] if "first_seen" in profile else []
-            else:
-                a_days = active_days(profile, cohort_event)
-            if self.p["form"] == "first":
-                a_days = a_days[:1]
-            b = periods.indices(active_days(profile, return_event))
-            returned.update(b)
-            for i in periods.indices(a_days):
-                if i >= rows:
-                    continue
-                size[i] += 1
-                both.update((i, j - i) for j in b if 0 <= j - i <= after)
+            self._add(profile, periods, size, both, returned)
         return {"size": size, "both": both, "returned": returned}
+
+    def window(self) -> Any:
+        """The calendar moves with "today" unless ``start_date`` pins it."""
+        self._periods = self.calendar()
+        return None if self.p["start_date"] is not None else today(self.p["as_of"])
+
+    def contribute(self, profile: dict[str, Any]) -> dict[str, Counter[Any]]:
+        periods = getattr(self, "_periods", None)
+        if periods is None:
+            self.window()
+            periods = self._periods
+        size: Counter[int] = Counter()
+        both: Counter[tuple[int, int]] = Counter()
+        returned: Counter[int] = Counter()
+        self._add(profile, periods, size, both, returned)
+        return {"size": size, "both": both, "returned": returned}
+
+    def _add(self, profile: dict[str, Any], periods: Periods, size: Counter[int],
+             both: Counter[tuple[int, int]], returned: Counter[int]) -> None:
+        rows, after = self.p["periods"], self.p["after"]
+        cohort_event = self.p["cohort_event"]
+        if cohort_event is None:
+            a_days = [profile["first_seen"] // DAY_MS] if "first_seen" in profile else []
+        else:
+            a_days = active_days(profile, cohort_event)
+        if self.p["form"] == "first":
+            a_days = a_days[:1]
+        b = periods.indices(active_days(profile, self.p["return_event"]))
+        returned.update(b)
+        for i in periods.indices(a_days):
+            if i >= rows:
+                continue
+            size[i] += 1
+            both.update((i, j - i) for j in b if 0 <= j - i <= after)
 
     def cells(self, total: dict[str, Counter[Any]] | None) -> list[tuple[str, int, list[int | None]]]:
         """Per row: label, cohort size, and per k the count of returning users (None when blank)."""
@@ -285,6 +328,13 @@ class FunnelCard(Card):
                 reached[n] += 1
         return reached
 
+    def contribute(self, profile: dict[str, Any]) -> list[int]:
+        steps = self.p["steps"]
+        if not steps:
+            raise CardError("a funnel needs at least one step")
+        n = steps_reached(profile, steps, self.p["window_days"])
+        return [1] * n + [0] * (len(steps) - n)
+
     def render(self, total: list[int] | None) -> list[Widget]:
         total = total or [0] * len(self.p["steps"])
         return [Funnel(list(zip(self.p["steps"], total, strict=True)))]
@@ -323,6 +373,9 @@ class UsersByProperty(Card):
     def map(self, profiles: Profiles) -> Counter[str]:
         return Counter(str(user_property(p, self.p["property"], "(not set)")) for p in profiles)
 
+    def contribute(self, profile: dict[str, Any]) -> Counter[str]:
+        return Counter({str(user_property(profile, self.p["property"], "(not set)")): 1})
+
     def render(self, total: Counter[str] | None) -> list[Widget]:
         total = total or Counter()
         users = sum(total.values())
@@ -352,11 +405,30 @@ class RecentUsers(Card):
     def map(self, profiles: Profiles) -> list[list[Any]]:
         top = heapq.nlargest(self.p["limit"], ((p.get("last_seen", 0), p["uid"], p) for p in profiles),
                              key=lambda t: (t[0], t[1]))
-        return [[seen, uid, p.get("first_seen", 0), sum(p.get("events", {}).values()),
-                 user_property(p, "country")] for seen, uid, p in top]
+        return [self._row(p) for _, _, p in top]
+
+    @staticmethod
+    def _row(p: dict[str, Any]) -> list[Any]:
+        return [p.get("last_seen", 0), p["uid"], p.get("first_seen", 0), sum(p.get("events", {}).values()),
+                user_property(p, "country")]
+
+    def contribute(self, profile: dict[str, Any]) -> list[list[Any]]:
+        return [self._row(profile)]
 
     def reduce(self, a: list[list[Any]], b: list[list[Any]]) -> list[list[Any]]:
-        return heapq.nlargest(self.p["limit"], a + b, key=lambda r: (r[0], r[1]))
+        # One row per user, the latest (a profile's new share replaces its old one).
+        rows: dict[str, list[Any]] = {}
+        for row in a + b:
+            held = rows.get(row[1])
+            if held is None or (row[0], row[3]) > (held[0], held[3]):
+                rows[row[1]] = row
+        return heapq.nlargest(self.p["limit"], rows.values(), key=lambda r: (r[0], r[1]))
+
+    def retract(self, state: list[list[Any]], part: list[list[Any]] | None) -> list[list[Any]]:
+        for row in part or ():
+            if row in state:  # the user's new share did not replace it: who is next is not known
+                raise Rebuild(f"user {row[1]!r} left the top {self.p['limit']}")
+        return state
 
     def render(self, total: list[list[Any]] | None) -> list[Widget]:
         return [Users([{"uid": uid, "last_seen": seen, "first_seen": first, "events": n, "country": country}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 
 from cardflow.cards import Card, decode_partial, encode_partial
 from cardflow.codec import AvroCodec
+from cardflow.incremental import Change, PartitionPartials
 from cardflow.partitioning import partition_of
 
 CARD_PARTIAL = AvroCodec.named("CardPartial")
@@ -56,7 +58,7 @@ class Partial:
         return CARD_PARTIAL.encode(self.__dict__)
 
 
-def map_partition(card: Card, partition: int, profiles: list[dict[str, Any]], max_ts: int,
+def map_partition(card: Card, partition: int, profiles: Iterable[dict[str, Any]], max_ts: int,
                   offset: int) -> Partial:
     """Run ``card.map`` over one partition's profiles; an exception becomes the partial's error."""
     started = time.perf_counter()
@@ -64,6 +66,24 @@ def map_partition(card: Card, partition: int, profiles: list[dict[str, Any]], ma
         encoded, error = encode_partial(card.map(profiles)), None
     except Exception as exc:  # noqa: BLE001 - user code: reported in the result, never fatal
         encoded, error = b"null", _describe("map", exc)
+    return Partial(card.id, card.version, partition, encoded, max_ts, offset,
+                   int(time.time() * 1000), (time.perf_counter() - started) * 1000, error)
+
+
+def incremental_partial(partials: PartitionPartials, card: Card, partition: int, changes: list[Change],
+                        profiles: Callable[[], Iterable[dict[str, Any]]], max_ts: int,
+                        offset: int) -> Partial:
+    """Bring an incremental card's partial of one partition up to date with ``changes`` (or with
+    a pass over ``profiles()`` when it needs one); an exception becomes the partial's error."""
+    started = time.perf_counter()
+    try:
+        if not partials.needs_pass(card.id):  # else the pass below covers the changes
+            partials.change(card.id, changes)
+        if partials.needs_pass(card.id):
+            partials.rebuild(card.id, profiles())
+        encoded, error = encode_partial(partials.partial(card.id)), None
+    except Exception as exc:  # noqa: BLE001 - user code: reported in the result, never fatal
+        encoded, error = b"null", _describe("contribute", exc)
     return Partial(card.id, card.version, partition, encoded, max_ts, offset,
                    int(time.time() * 1000), (time.perf_counter() - started) * 1000, error)
 

@@ -4,6 +4,11 @@ A card runs as map (per partition, next to the profiles) → reduce (merge the
 partials) → render (widgets). Partials made of numbers, Counters, sets,
 roaring bitmaps and dicts/lists of these merge without a ``reduce``.
 
+A card that defines ``contribute(profile)`` — one profile's share of the
+partial — instead of ``map`` is *incremental*: when profiles change, the
+runtime takes their old shares out and puts the new ones in, so a round costs
+what changed, not the number of profiles (cardflow/incremental.py).
+
 Your first card::
 
     from cardflow.cards import Card
@@ -15,6 +20,14 @@ Your first card::
             return sum(1 for p in profiles if p.get("events", {}).get("purchase"))
         def render(self, total):
             return [Number(total, label="users who bought")]
+
+The same card, incremental::
+
+    class Buyers(Card):
+        def contribute(self, profile):
+            return 1 if profile.get("events", {}).get("purchase") else 0
+        def render(self, total):
+            return [Number(total or 0, label="users who bought")]
 """
 
 from __future__ import annotations
@@ -30,12 +43,14 @@ import orjson
 from pyroaring import BitMap
 
 from cardflow.errors import CardError
+from cardflow.incremental import accumulate, fold_contributions, materialize, retract
 from cardflow.plugins import objects_at
 from cardflow.widgets import Widget, WidgetError
 
 
 class Card:
-    """Subclass and define ``map`` and ``render``; ``reduce`` and ``summary`` are optional.
+    """Subclass and define ``map`` (or ``contribute``) and ``render``; ``reduce``, ``retract``,
+    ``window`` and ``summary`` are optional.
 
     Class attributes: ``title``, ``version`` (bump when the output changes),
     ``params`` (defaults, overridable per deployment), ``requires`` (profile
@@ -64,11 +79,51 @@ class Card:
             raise CardError(f"card {self.id!r}: unknown parameter(s) {sorted(unknown)}; "
                             f"it takes {sorted(self.params)}")
         self.p: dict[str, Any] = {**self.params, **params}
+        cls = type(self)
+        if self.incremental() and cls.reduce is not Card.reduce and cls.retract is Card.retract:
+            raise CardError(f"card {self.id!r} defines contribute() and its own reduce(), so its partial "
+                            "is not plain: define retract() too (raise cardflow.incremental.Rebuild "
+                            "when a share cannot be taken back), or use map() instead of contribute()")
+
+    @classmethod
+    def incremental(cls) -> bool:
+        """True when the card defines ``contribute``."""
+        return cls.contribute is not Card.contribute
 
     def map(self, profiles: Iterable[dict[str, Any]]) -> Any:
-        """The partial of one partition. ``profiles`` are kept decoded between runs and shared
-        by every card: read them, never change them."""
-        raise NotImplementedError(f"card {self.id!r} has no map()")
+        """The partial of one partition. ``profiles`` are streamed from the partition's store:
+        read them, never change them. An incremental card's default adds up its contributions."""
+        if not self.incremental():
+            raise NotImplementedError(f"card {self.id!r} has neither map() nor contribute()")
+        return self.finish(fold_contributions((self.contribute(p) for p in profiles), None, self.accumulate))
+
+    def contribute(self, profile: dict[str, Any]) -> Any:
+        """One profile's share of its partition's partial (None: nothing). Must depend on the
+        profile (and the params, and ``window()``) only, so that the share it gave can be
+        computed again and taken back when the profile changes."""
+        raise NotImplementedError(f"card {self.id!r} has no contribute()")
+
+    def window(self) -> Any:
+        """For cards whose contributions depend on the time (a window ending today): a value
+        that changes when the window moves (e.g. today's date). Each change re-maps every
+        partition once; None (the default) never does."""
+        return None
+
+    def accumulate(self, state: Any, part: Any) -> Any:
+        """Add one contribution to a partition's running partial (default: plain partials, sets
+        and bitmaps counted; a card with its own ``reduce`` uses it)."""
+        if type(self).reduce is Card.reduce:
+            return accumulate(state, part)
+        return part if state is None else self.reduce(state, part) if part is not None else state
+
+    def retract(self, state: Any, part: Any) -> Any:
+        """Take one contribution back out; raise ``cardflow.incremental.Rebuild`` when it cannot
+        be done exactly (the runtime then maps the partition again)."""
+        return retract(state, part)
+
+    def finish(self, state: Any) -> Any:
+        """The running partial as ``reduce`` and ``render`` see it (a fresh copy)."""
+        return materialize(state) if type(self).reduce is Card.reduce else state
 
     def reduce(self, a: Any, b: Any) -> Any:
         return merge(a, b)
