@@ -246,7 +246,7 @@ class MapProcess:
                     overran.append(card.id)
                     self.metrics.maps.labels(card.id, "overran" if "budget" in problem else "crashed").inc()
                     keep(Partial(card.id, card.version, partition, b"null", max_ts, offset,
-                                 int(time.time() * 1000), card.budget * 1000, problem))
+                                 int(time.time() * 1000), card.budget * 1000, problem, card.config))
                     break
                 pending.pop(0)
                 if partial is None:

@@ -34,7 +34,7 @@ class ResultPublisher:
     def __init__(self, settings: Settings, cards: tuple[Card, ...], partials_topic: str,
                  metrics: CardMetrics) -> None:
         self.settings = settings
-        self.reducer = CardReducer(cards)
+        self.reducer = CardReducer(cards, settings.partitions)
         self.partials_topic = partials_topic
         self.metrics = metrics
         self.loaded: set[int] = set()

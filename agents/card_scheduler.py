@@ -25,7 +25,7 @@ class CardScheduler:
 
     def __init__(self, cards: tuple[Card, ...], process: MapProcess, send: Callable[[Partial], Any],
                  owned: Callable[[], set[int]], db_path: Callable[[int], Path],
-                 busy: Callable[[], bool]) -> None:
+                 busy: Callable[[], bool], behind_factor: float = 5.0) -> None:
         self.cards = {card.id: card for card in cards}
         self.process = process
         self.send = send
@@ -35,6 +35,8 @@ class CardScheduler:
         self.dirty: dict[str, set[int]] = {card.id: set() for card in cards}
         self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}
         self.penalty: dict[str, float] = {}
+        self.pending_since: dict[str, float] = {}  # card → when its oldest unpublished change came
+        self.behind_factor = behind_factor
         self.changed_keys: dict[int, set[bytes]] = defaultdict(set)  # since the partition's last run
         self.reload: set[int] = set()  # partitions to read whole next time
         self._known: set[int] = set()
@@ -42,8 +44,11 @@ class CardScheduler:
 
     def mark_dirty(self, partitions: Iterable[int]) -> None:
         parts = set(partitions)
-        for dirty in self.dirty.values():
+        now = time.monotonic()
+        for card_id, dirty in self.dirty.items():
             dirty |= parts
+            if parts:
+                self.pending_since.setdefault(card_id, now)
 
     def mark_changed(self, changed: dict[int, set[bytes]]) -> None:
         """The profile keys a batch wrote, per partition."""
@@ -66,14 +71,19 @@ class CardScheduler:
             self.mark_dirty(new)
             self.reload |= new
         now = time.monotonic()
+        self.report_lag(now)
         jobs: dict[int, list[str]] = defaultdict(list)
+        taken: dict[str, float] = {}
         for card_id, dirty in self.dirty.items():
             dirty &= owned
-            if dirty and now >= self.not_before[card_id]:
+            if not dirty:
+                self.pending_since.pop(card_id, None)  # nothing of its own left (partitions moved)
+            elif now >= self.not_before[card_id]:
                 for partition in sorted(dirty):
                     jobs[partition].append(card_id)
                 dirty.clear()  # marks made while the maps run are kept for the next run
                 self.not_before[card_id] = now + self.cards[card_id].debounce
+                taken[card_id] = self.pending_since.pop(card_id, now)
         loop = asyncio.get_running_loop()
         for partition in set(self.changed_keys) - owned:
             del self.changed_keys[partition]
@@ -92,6 +102,8 @@ class CardScheduler:
                     publish, keys, resting)
             except BaseException:
                 self.reload.add(partition)  # the child may have missed these keys
+                for card_id, since in taken.items():  # still pending, since then
+                    self.pending_since[card_id] = min(since, self.pending_since.get(card_id, since))
                 raise
             for future in sent:
                 await asyncio.wrap_future(future)
@@ -102,6 +114,19 @@ class CardScheduler:
                     self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
                 else:
                     self.penalty.pop(card_id, None)
+
+    def report_lag(self, now: float) -> None:
+        metrics = self.process.metrics
+        for card_id, card in self.cards.items():
+            pending = now - self.pending_since[card_id] if card_id in self.pending_since else 0.0
+            metrics.pending_seconds.labels(card_id).set(pending)
+            metrics.behind.labels(card_id).set(int(pending > card.debounce * self.behind_factor))
+
+    def behind(self) -> dict[str, float]:
+        """Cards whose oldest pending change waited over ``behind_factor`` debounces: card → seconds."""
+        now, pending = time.monotonic(), self.pending_since.copy()  # copied at once: another thread's
+        return {card_id: round(now - since, 1) for card_id, since in sorted(pending.items())
+                if now - since > self.cards[card_id].debounce * self.behind_factor}
 
     def _publish(self, loop: asyncio.AbstractEventLoop, sent: list[concurrent.futures.Future[Any]],
                  partial: Partial) -> None:

@@ -57,7 +57,8 @@ def map_cards(app: BatchingApp, settings: Settings, cards: tuple[Card, ...], cha
     process = MapProcess(settings, {card.id: card for card in cards}, metrics,
                          settings.data_dir / "card-maps" / app.conf.id)
     scheduler = CardScheduler(cards, process, send, owned, lambda p: partition_directory(profiles.data, p),
-                              busy=lambda: app.recovering)
+                              busy=lambda: app.recovering, behind_factor=settings.card_behind_factor)
+    app.health_reports["cards_behind"] = scheduler.behind
 
     async def mark(runs: list[RecordRun]) -> None:
         scheduler.mark_changed(changed_keys(runs))  # nothing to make durable: acknowledged at once

@@ -487,6 +487,8 @@ class BatchingApp(faust.App):
         self.batch_idle = asyncio.Event()  # set while no batch is being handled
         self.batch_idle.set()
         self.on_partitions_revoked.connect(self._wait_for_batch)  # type: ignore[arg-type]
+        # Stages add what the health endpoints should also say (read from the health thread).
+        self.health_reports: dict[str, Callable[[], Any]] = {}
 
     def _new_transport(self) -> Any:
         return BatchingTransport(self.conf.broker_consumer, self)

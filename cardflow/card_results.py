@@ -49,6 +49,7 @@ class Partial:
     produced_at: int
     run_ms: float
     error: str | None
+    config: str = ""
 
     @classmethod
     def decode(cls, data: bytes) -> Partial:
@@ -67,7 +68,7 @@ def map_partition(card: Card, partition: int, profiles: Iterable[dict[str, Any]]
     except Exception as exc:  # noqa: BLE001 - user code: reported in the result, never fatal
         encoded, error = b"null", _describe("map", exc)
     return Partial(card.id, card.version, partition, encoded, max_ts, offset,
-                   int(time.time() * 1000), (time.perf_counter() - started) * 1000, error)
+                   int(time.time() * 1000), (time.perf_counter() - started) * 1000, error, card.config)
 
 
 def incremental_partial(partials: PartitionPartials, card: Card, partition: int, changes: list[Change],
@@ -85,21 +86,27 @@ def incremental_partial(partials: PartitionPartials, card: Card, partition: int,
     except Exception as exc:  # noqa: BLE001 - user code: reported in the result, never fatal
         encoded, error = b"null", _describe("contribute", exc)
     return Partial(card.id, card.version, partition, encoded, max_ts, offset,
-                   int(time.time() * 1000), (time.perf_counter() - started) * 1000, error)
+                   int(time.time() * 1000), (time.perf_counter() - started) * 1000, error, card.config)
 
 
 class CardReducer:
-    """The latest partial per (card, partition), and the result they make."""
+    """The latest partial per (card, partition) of each card's current configuration, and the
+    result they make: ``complete`` once all ``partitions`` have one."""
 
-    def __init__(self, cards: tuple[Card, ...]) -> None:
+    def __init__(self, cards: tuple[Card, ...], partitions: int) -> None:
         self.cards = {card.id: card for card in cards}
+        self.configs = {card.id: card.config for card in cards}
+        self.partitions = partitions
         self._partials: dict[str, dict[int, Partial]] = {card.id: {} for card in cards}
 
     def add(self, partial: Partial) -> bool:
-        """Keep ``partial`` unless an as-new one for its partition is held; True when kept."""
+        """Keep ``partial`` unless an as-new one for its partition is held; True when kept.
+        A partial of another version or configuration of the card is never merged (it would mix
+        two meanings into one table)."""
         held = self._partials.get(partial.card_id)
-        if held is None or partial.card_version != self.cards[partial.card_id].version:
-            return False  # an unknown card, or a partial from another version of it
+        if held is None or (partial.card_version, partial.config) != (
+                self.cards[partial.card_id].version, self.configs[partial.card_id]):
+            return False  # an unknown card, or a partial of another version or configuration
         old = held.get(partial.partition)
         if old is not None and (old.offset, old.produced_at) > (partial.offset, partial.produced_at):
             return False
@@ -116,6 +123,8 @@ class CardReducer:
             "widgets": "[]", "generated_at": int(time.time() * 1000),
             "max_ts": max((p.max_ts for p in partials), default=0),
             "offsets": {str(p.partition): p.offset for p in partials}, "run_ms": 0.0, "error": None,
+            "config": self.configs[card_id], "partitions": len(partials),
+            "complete": {p.partition for p in partials} >= set(range(self.partitions)),
         }
         failed = [p for p in partials if p.error]
         if failed:

@@ -33,6 +33,7 @@ The same card, incremental::
 from __future__ import annotations
 
 import base64
+import hashlib
 import inspect
 import re
 from collections import Counter
@@ -84,6 +85,13 @@ class Card:
             raise CardError(f"card {self.id!r} defines contribute() and its own reduce(), so its partial "
                             "is not plain: define retract() too (raise cardflow.incremental.Rebuild "
                             "when a share cannot be taken back), or use map() instead of contribute()")
+
+    @property
+    def config(self) -> str:
+        """A digest of what the card's partials mean: its class, version and parameters. Partials
+        and results carry it, so a result never mixes two configurations of a card."""
+        what = [type(self).__module__, type(self).__qualname__, self.version, self.p]
+        return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS, default=repr)).hexdigest()[:16]
 
     @classmethod
     def incremental(cls) -> bool:
@@ -231,13 +239,17 @@ def _key(value: Any) -> Any:
 
 def load_cards(paths: Iterable[str], scripts: Iterable[str],
                params: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[Card, ...]:
-    """Card instances from modules (every Card subclass defined there) or ``module:Class``.
+    """Card instances from modules (every Card subclass defined there) or ``module:Class``, with
+    their ``params``; a ``params`` entry with a ``"card"`` key runs that card once more under the
+    entry's own id (``{"retention-weekly": {"card": "retention", "period": "weeks"}}``).
 
-    Raises CardError when a card needs a profile script that is not loaded.
+    Raises CardError when a card needs a profile script that is not loaded, or ``params`` names a
+    card that is not loaded.
     """
     available = set(scripts)
     params = params or {}
     cards: dict[str, Card] = {}
+    by_id: dict[str, type[Card]] = {}
     for path in paths:
         try:
             candidates = objects_at(path, "the card paths")
@@ -254,5 +266,25 @@ def load_cards(paths: Iterable[str], scripts: Iterable[str],
                                 "add them to CARDFLOW_PROFILE_SCRIPTS")
             if cls.id in cards:
                 raise CardError(f"two cards have the id {cls.id!r}")
-            cards[cls.id] = cls(**params.get(cls.id, {}))
+            own = dict(params.get(cls.id, {}))
+            if own.pop("card", cls.id) != cls.id:
+                raise CardError(f"card_params[{cls.id!r}]: {cls.id!r} is a loaded card's id; give the "
+                                "other configuration an id of its own")
+            cards[cls.id] = cls(**own)
+            by_id[cls.id] = cls
+    for card_id, entry in params.items():
+        if card_id in cards:
+            continue
+        base = entry.get("card") if isinstance(entry, Mapping) else None
+        if base is None:
+            raise CardError(f"card_params names {card_id!r}, which is not a loaded card (loaded: "
+                            f"{', '.join(sorted(cards)) or 'none'}); to run a card again under another id "
+                            f"with its own parameters, give \"card\": \"<its id>\"")
+        if base not in by_id:
+            raise CardError(f"card_params[{card_id!r}]: card {base!r} is not loaded (loaded: "
+                            f"{', '.join(sorted(by_id)) or 'none'})")
+        alias = by_id[base](**{k: v for k, v in entry.items() if k not in ("card", "title")})
+        alias.id = card_id  # type: ignore[misc]  # an instance of the class under its own id
+        alias.title = str(entry.get("title") or f"{by_id[base].title} ({card_id})")  # type: ignore[misc]
+        cards[card_id] = alias
     return tuple(cards.values())

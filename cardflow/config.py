@@ -234,6 +234,9 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-card parameters (JSON): {"retention": {"period": "weeks"}}'
     )
     card_tick_ms: int = Field(100, ge=10, le=60_000, description="card scheduler's tick")
+    card_behind_factor: float = Field(5.0, gt=1, description=(
+        "a card whose oldest change waited longer than this many debounces for its partial is "
+        "reported as behind (/metrics, health)"))
     wait_timeout_ms: int = Field(10_000, ge=100, description="POST /v1/events?wait=true gives up (504)")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"

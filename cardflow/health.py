@@ -90,7 +90,18 @@ class Health:
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
             "loop_lag_s": round(lag, 3),
+            **self.reports(),
         }
+
+    def reports(self) -> dict[str, Any]:
+        """What the app's stages report beside the verdict (e.g. cards behind): never a failure."""
+        out = {}
+        for name, report in getattr(self.app, "health_reports", {}).items():
+            try:
+                out[name] = report()
+            except Exception as exc:  # noqa: BLE001 - a report must not take the probe down
+                out[name] = f"unavailable: {type(exc).__name__}: {exc}"
+        return out
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         problems = []
@@ -101,7 +112,8 @@ class Health:
         if self.clock() - self.last_tick > self.loop_blocked_s:
             problems.append("the event loop is blocked")
         self.ready_gauge.set(0 if problems else 1)
-        return not problems, {"status": "ready" if not problems else "not ready", "problems": problems}
+        return not problems, {"status": "ready" if not problems else "not ready", "problems": problems,
+                              **self.reports()}
 
 
 def watch_health(app: faust.App, settings: Settings) -> Health | None:

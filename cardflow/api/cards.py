@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ class ResultStore:
         card = {"id": record["card_id"], "version": record["card_version"], "title": record["title"],
                 "summary": record["summary"], "widgets": orjson.loads(record["widgets"]),
                 "generated_at": record["generated_at"], "max_ts": record["max_ts"],
-                "offsets": record["offsets"], "run_ms": round(record["run_ms"], 3), "error": record["error"]}
+                "offsets": record["offsets"], "run_ms": round(record["run_ms"], 3), "error": record["error"],
+                "config": record["config"], "complete": record["complete"],
+                "partitions": record["partitions"]}
         async with self._changed:
             self.version += 1
             self.results[card["id"]] = card
@@ -131,8 +134,8 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
     @require(Scope.READ)
     async def list_cards(request: web.Request) -> web.Response:
         complete = await loaded()
-        return web.json_response({"cards": sorted(store.results.values(), key=lambda c: c["id"]),
-                                  "complete": complete}, dumps=_dumps)
+        cards = [fresh(c) for c in sorted(store.results.values(), key=lambda c: c["id"])]
+        return web.json_response({"cards": cards, "complete": complete}, dumps=_dumps)
 
     @require(Scope.READ)
     async def get_card(request: web.Request) -> web.Response:
@@ -141,17 +144,17 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
         card = store.results.get(card_id)
         if card is None:
             raise error(404, "not_found", f"no card {card_id!r}; known cards: {sorted(store.results)}")
-        return web.json_response(card, dumps=_dumps)
+        return web.json_response(fresh(card), dumps=_dumps)
 
     async def stream(request: web.Request, card_id: str | None) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        async for fresh in store.changes(card_id):
-            if not fresh:
+        async for changed in store.changes(card_id):
+            if not changed:
                 await response.write(b": keep-alive\n\n")
-            for card in fresh:
-                await response.write(b"event: result\ndata: " + orjson.dumps(card) + b"\n\n")
+            for card in changed:
+                await response.write(b"event: result\ndata: " + orjson.dumps(fresh(card)) + b"\n\n")
         return response
 
     @require(Scope.READ)
@@ -188,6 +191,13 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/v1/cards/stream", stream_all)  # every card on one connection (the dashboard's)
     app.router.add_get("/v1/cards/{id}", get_card)
     app.router.add_get("/v1/cards/{id}/stream", stream_card)
+
+
+def fresh(card: dict[str, Any]) -> dict[str, Any]:
+    """The result with ``lag_s``: seconds from the newest event it includes to now (its event-time
+    lag; null before it includes any)."""
+    lag = round(max(0.0, time.time() - card["max_ts"] / 1000), 3) if card["max_ts"] else None
+    return {**card, "lag_s": lag}
 
 
 def _dumps(value: Any) -> str:

@@ -84,6 +84,13 @@ DOCUMENT: dict[str, Any] = {
                     "offsets": {"type": "object", "additionalProperties": {"type": "integer"},
                                 "description": "events partition → last offset included"},
                     "run_ms": {"type": "number"}, "error": {"type": ["string", "null"]},
+                    "config": {"type": "string", "description": "digest of the card's class, version and "
+                               "parameters: a result never mixes two configurations"},
+                    "complete": {"type": "boolean", "description": "false until every partition has a "
+                                 "partial of this configuration (the widgets then cover only `partitions`)"},
+                    "partitions": {"type": "integer", "description": "partitions the result covers"},
+                    "lag_s": {"type": ["number", "null"],
+                              "description": "seconds from the newest event the result includes to now"},
                 },
             },
             "Query": {

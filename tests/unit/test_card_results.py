@@ -10,6 +10,8 @@ from cardflow.widgets import Bar, Number
 
 
 class TopEvents(Card):
+    params = {"limit": 10}
+
     def map(self, profiles):
         total: Counter[str] = Counter()
         for profile in profiles:
@@ -45,7 +47,7 @@ P1 = [{"events": {"view": 2}}]
 
 def test_result_merges_partials_with_watermark() -> None:
     card = TopEvents()
-    reducer = CardReducer((card,))
+    reducer = CardReducer((card,), partitions=2)
     assert reducer.add(Partial.decode(map_partition(card, 0, P0, max_ts=10, offset=5).encode()))
     assert reducer.add(map_partition(card, 1, P1, max_ts=20, offset=7))
     result = reducer.result("top-events")
@@ -57,7 +59,7 @@ def test_result_merges_partials_with_watermark() -> None:
 
 def test_a_partition_moved_between_workers_counts_once() -> None:
     card = TopEvents()
-    reducer = CardReducer((card,))
+    reducer = CardReducer((card,), partitions=2)
     old = map_partition(card, 0, P0, max_ts=10, offset=5)
     moved = map_partition(card, 0, P0 + P1, max_ts=20, offset=9)  # the new owner's run
     assert reducer.add(old) and reducer.add(moved)
@@ -67,7 +69,7 @@ def test_a_partition_moved_between_workers_counts_once() -> None:
 
 def test_errors_become_error_results() -> None:
     broken, bad = Broken(), BadRender()
-    reducer = CardReducer((broken, bad))
+    reducer = CardReducer((broken, bad), partitions=1)
     reducer.add(map_partition(broken, 0, P0, 0, 0))
     reducer.add(map_partition(bad, 0, P0, 0, 0))
     error = reducer.result("broken")["error"]
@@ -78,7 +80,31 @@ def test_errors_become_error_results() -> None:
 
 def test_unknown_cards_and_old_versions_are_ignored() -> None:
     card = TopEvents()
-    reducer = CardReducer((card,))
+    reducer = CardReducer((card,), partitions=2)
     stale = map_partition(card, 0, P0, 0, 0)
     assert not reducer.add(Partial(**{**stale.__dict__, "card_version": "0"}))
     assert not reducer.add(Partial(**{**stale.__dict__, "card_id": "other"}))
+
+
+def test_a_result_never_mixes_configurations_and_says_when_it_is_incomplete() -> None:
+    old, new = TopEvents(limit=10), TopEvents(limit=3)
+    reducer = CardReducer((new,), partitions=2)
+    assert not reducer.add(map_partition(old, 0, P0, 0, 5)), "a partial of the old configuration"
+    assert reducer.add(map_partition(new, 0, P0, 0, 5))
+    first = reducer.result("top-events")
+    assert first["complete"] is False and first["partitions"] == 1 and first["config"] == new.config
+    assert reducer.add(map_partition(new, 1, P1, 0, 7))
+    assert reducer.result("top-events")["complete"] is True
+    record = Partial.decode(map_partition(new, 0, P0, 0, 5).encode())
+    assert record.config == new.config  # carried through Kafka
+
+
+def test_partials_written_before_configs_existed_still_decode_and_are_ignored() -> None:
+    from cardflow.codec import AvroCodec, load_schema
+
+    v1 = AvroCodec(load_schema("CardPartial.v1"))
+    card = TopEvents()
+    data = v1.encode({k: v for k, v in map_partition(card, 0, P0, 0, 5).__dict__.items() if k != "config"})
+    partial = Partial.decode(data)
+    assert partial.config == ""
+    assert not CardReducer((card,), partitions=1).add(partial)

@@ -139,3 +139,29 @@ def test_serialised_widgets_match_the_published_schema() -> None:
         jsonschema.validate(widget.to_json(), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"type": "map", "label": "", "values": {"Finland": 1}}, schema)
+
+
+def test_card_params_naming_no_loaded_card_is_an_error() -> None:
+    with pytest.raises(CardError, match="'retension', which is not a loaded card"):
+        load_cards(["cardflow.builtin_cards"], ["standard"], {"retension": {"period": "weeks"}})
+
+
+def test_one_card_class_runs_under_several_ids_with_their_own_params() -> None:
+    cards = {c.id: c for c in load_cards(
+        ["cardflow.builtin_cards"], ["standard"],
+        {"retention": {"period": "days"}, "retention-weekly": {"card": "retention", "period": "weeks"}})}
+    weekly, daily = cards["retention-weekly"], cards["retention"]
+    assert type(weekly) is type(daily) and weekly.p["period"] == "weeks" and daily.p["period"] == "days"
+    assert weekly.title == "Retention (retention-weekly)" and type(daily).id == "retention"
+    assert weekly.config != daily.config  # their partials never merge
+    with pytest.raises(CardError, match="card 'nope' is not loaded"):
+        load_cards(["cardflow.builtin_cards"], ["standard"], {"x": {"card": "nope"}})
+
+
+def test_a_cards_config_digest_follows_its_class_version_and_params() -> None:
+    from cardflow.builtin_cards import Retention, TopEvents
+
+    assert Retention().config == Retention().config
+    assert Retention(period="weeks").config != Retention().config
+    assert TopEvents(limit=5).config != TopEvents().config
+    assert len(Retention().config) == 16

@@ -181,7 +181,12 @@ function renderCard(result) {
   entry.el.replaceChildren(
     el("h2", {text: result.title}),
     result.summary ? el("p", {class: "summary", text: result.summary}) : null,
-    el("div", {class: "fresh", "data-generated": String(result.generated_at)}),
+    el("div", {class: "fresh", "data-generated": String(result.generated_at),
+               "data-max-ts": String(result.max_ts || 0)}),
+    result.complete === false
+      ? el("p", {class: "incomplete", text: `incomplete: ${result.partitions} partition(s) so far with this ` +
+                                             "configuration; the numbers cover only those"})
+      : null,
     ...body);
   entry.el.dataset.generated = String(result.generated_at);
   entry.el.classList.toggle("wide", Boolean(entry.el.querySelector('[data-widget="cohort"]')));
@@ -192,7 +197,9 @@ function renderCard(result) {
 function freshness() {
   for (const node of document.querySelectorAll(".fresh")) {
     const generated = Number(node.dataset.generated);
-    node.textContent = `updated ${ago(generated)}`;
+    const upTo = Number(node.dataset.maxTs);
+    node.textContent = `updated ${ago(generated)}` +
+      (upTo ? ` · includes events up to ${new Date(upTo).toISOString().slice(0, 19).replace("T", " ")} UTC` : "");
     node.classList.toggle("stale", Date.now() - generated > 60_000);
   }
 }
