@@ -39,7 +39,7 @@ LOAD_TIMEOUT_S = 120.0  # reading and decoding one partition; card budgets start
 
 
 def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tuple[str, ...],
-               params: dict[str, dict[str, Any]], workdir: str) -> None:
+               params: dict[str, dict[str, Any]], workdir: str, incremental: bool = True) -> None:
     """The child's loop: for each job ``(partition, db_path, card_ids, due, keys)`` send
     ``("loaded", n, seconds, offset, max_ts)``, then per card of ``card_ids``, in order, its
     encoded Partial when it is in ``due``, else an empty message (an incremental card brought
@@ -50,6 +50,7 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
     from rocksdict import AccessType, Options, Rdict
 
     cards = {c.id: c for c in load_cards(card_paths, [s.name for s in load_scripts(script_paths)], params)}
+    kept = [c for c in cards.values() if incremental and c.incremental()]  # partials kept here
     dbs: dict[str, Rdict] = {}
     shadows: dict[str, Rdict] = {}  # db path → profile key → the profile JSON the partials hold
     partials: dict[str, PartitionPartials] = {}  # db path → its incremental cards' partials
@@ -105,14 +106,15 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
         started = time.perf_counter()
         db = open_secondary(path) if os.path.isdir(path) else None  # none: nothing folded here yet
         changes: list[Change] = []
-        if path not in partials or keys is None or db is None:
-            partials[path] = PartitionPartials(cards.values())
-            shadow = new_shadow(path)
+        if path not in partials or keys is None or db is None or not kept:
+            partials[path] = PartitionPartials(kept)
+            shadow = new_shadow(path) if kept else None  # map cards only: nothing to keep
             count, offset, max_ts = 0, -1, 0
             for key, value in (db.items() if db is not None else ()):
                 assert isinstance(key, bytes)  # raw mode
                 if is_table_key(key):
-                    shadow[key] = profile_json_of(value)
+                    if shadow is not None:
+                        shadow[key] = profile_json_of(value)
                     o, t = decode_watermark(value)
                     count, offset, max_ts = count + 1, max(offset, o), max(max_ts, t)
         else:
@@ -140,7 +142,7 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
             conn.send(("loaded", count, time.perf_counter() - started, offset, max_ts))
             for card_id in card_ids:
                 card = cards[card_id]
-                if card.incremental():
+                if card_id in here.cards:
                     partial = incremental_partial(here, card, partition, changes,
                                                   functools.partial(stream, db), max_ts, offset)
                     conn.send_bytes(partial.encode() if card_id in due else b"")
@@ -174,7 +176,8 @@ class MapProcess:
         parent, child = ctx.Pipe()
         s = self.settings
         self._proc = ctx.Process(target=serve_maps, name="cardflow-maps", daemon=True,
-                                 args=(child, s.cards, s.profile_scripts, s.card_params, self._workdir))
+                                 args=(child, s.cards, s.profile_scripts, s.card_params, self._workdir,
+                                       s.cards_incremental))
         self._proc.start()
         child.close()
         self._conn = parent
@@ -212,8 +215,9 @@ class MapProcess:
                 on_partial(partial)
 
         overran: list[str] = []
+        kept = self.settings.cards_incremental
         pending = list(card_ids) + [c for c, card in self.cards.items()
-                                    if card.incremental() and c not in due and c not in resting]
+                                    if kept and card.incremental() and c not in due and c not in resting]
         while pending:
             conn = self._conn if self._proc is not None and self._proc.is_alive() else None
             if conn is None:

@@ -17,6 +17,7 @@ from bench.harness import RESULTS, Bench, Result, table
 SCENARIOS = {
     "fold": ("bench.fold", "events → profiles: the people worker vs a plain loop, Quix Streams, Faust"),
     "latency": ("bench.latency", "produce → profile and → card result at a fixed rate"),
+    "cards": ("bench.cards", "produce → card result over 100k and 1M profiles: incremental vs full maps"),
     "cohort": ("bench.cohort", "a 90-day retention table: the card and the warehouse vs bitmapist on Redis"),
     "ingest": ("bench.ingest", "SDK and push-API events/s vs a raw producer and a bare endpoint"),
     "archive": ("bench.lake", "the archive worker vs a plain consumer writing the same objects"),

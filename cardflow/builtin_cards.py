@@ -47,6 +47,7 @@ class ActiveUsers(Card):
     """Daily, weekly (7-day) and monthly (30-day) active users over the last ``days`` days."""
 
     id = "active-users"
+    debounce = 0.25  # incremental: a round costs what changed
     title = "Active users"
     params = {"days": 30, "as_of": None}
 
@@ -131,6 +132,7 @@ class TopEvents(Card):
     """The most frequent events: how often, and by how many users."""
 
     id = "top-events"
+    debounce = 0.25  # incremental: a round costs what changed
     title = "Top events"
     params = {"limit": 10}
 
@@ -228,6 +230,7 @@ class Retention(Card):
     The defaults are first seen → any event, by day."""
 
     id = "retention"
+    debounce = 0.25  # incremental: a round costs what changed
     title = "Retention"
     params = {"cohort_event": None, "return_event": None, "period": "days", "form": "first",
               "periods": 14, "after": 12, "start_date": None, "as_of": None}
@@ -315,6 +318,7 @@ class FunnelCard(Card):
     """How many users went through ``steps`` in order, the last within ``window_days`` of the first."""
 
     id = "funnel"
+    debounce = 0.25  # incremental: a round costs what changed
     title = "Funnel"
     params = {"steps": ["signup", "page_view", "purchase"], "window_days": 7}
 
@@ -367,6 +371,7 @@ class UsersByProperty(Card):
     ISO 3166 alpha-2 codes."""
 
     id = "users-by-country"
+    debounce = 0.25  # incremental: a round costs what changed
     title = "Users by country"
     params = {"property": "country", "limit": 20}
 
@@ -399,6 +404,7 @@ class RecentUsers(Card):
     """The users seen most recently."""
 
     id = "recent-users"
+    debounce = 0.25  # incremental: a round costs what changed
     title = "Recently active users"
     params = {"limit": 20}
 

@@ -234,6 +234,9 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-card parameters (JSON): {"retention": {"period": "weeks"}}'
     )
     card_tick_ms: int = Field(100, ge=10, le=60_000, description="card scheduler's tick")
+    cards_incremental: bool = Field(True, description=(
+        "false: every card is computed by map over its whole partition each round, the incremental "
+        "cards too (slower; a fallback and the benchmark's baseline)"))
     card_behind_factor: float = Field(5.0, gt=1, description=(
         "a card whose oldest change waited longer than this many debounces for its partial is "
         "reported as behind (/metrics, health)"))
