@@ -65,7 +65,7 @@ def test_dashboard_draws_cards_and_updates_live(settings: Settings, service, tmp
     def all_cards() -> bool:
         status, _, body = http("GET", f"{base}/v1/cards", headers={"Authorization": "Bearer reader"})
         assert status == 200, body
-        ready = {c["id"] for c in body["cards"] if not c["error"] and c["widgets"]}
+        ready = {c["id"] for c in body["cards"] if not c["error"] and c["widgets"] and c["complete"]}
         return set(EXPECTED) <= ready
 
     wait_until(all_cards, timeout=120, interval=1, what="every built-in card to have a result")
@@ -87,6 +87,9 @@ def test_dashboard_draws_cards_and_updates_live(settings: Settings, service, tmp
                         f"document.querySelectorAll('[data-card=\"{card}\"] canvas[data-drawn]').length"
                         f" >= {charts}", timeout=10_000)
                 assert section.locator(".error").count() == 0, section.inner_text()
+                # Freshness: what the result includes, and no "incomplete" once every partition is in.
+                assert "includes events up to" in section.locator(".fresh").inner_text()
+                assert section.locator(".incomplete").count() == 0
             assert not errors, errors
 
             dau = page.locator('[data-card="active-users"] [data-widget="number"] .value').first
