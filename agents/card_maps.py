@@ -47,7 +47,17 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
 
     ``keys`` names the profiles changed since the partition's last job, or is None to read the
     whole partition again."""
-    from rocksdict import AccessType, Options, Rdict
+    from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict
+
+    # One small block cache for every DB the child opens (RocksDB's default is one per DB): a pass
+    # over a partition streams through it, so memory stays flat however many profiles there are.
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(16 << 20))
+
+    def options() -> Options:
+        opened = Options(raw_mode=True)
+        opened.set_block_based_table_factory(table)
+        return opened
 
     cards = {c.id: c for c in load_cards(card_paths, [s.name for s in load_scripts(script_paths)], params)}
     kept = [c for c in cards.values() if incremental and c.incremental()]  # partials kept here
@@ -64,10 +74,10 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
                 return db
             except Exception:  # noqa: BLE001 - the primary was reopened (rebalance): open afresh
                 db.close()
-        options = Options(raw_mode=True)
-        options.set_max_open_files(-1)  # a secondary instance requires it
+        follower = options()
+        follower.set_max_open_files(-1)  # a secondary instance requires it
         secondary = os.path.join(workdir, f"s{len(dbs)}-{os.path.basename(path)}")
-        db = dbs[path] = Rdict(path, options, access_type=AccessType.secondary(secondary))
+        db = dbs[path] = Rdict(path, follower, access_type=AccessType.secondary(secondary))
         db.try_catch_up_with_primary()
         return db
 
@@ -77,10 +87,10 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
             old_path = old.path()
             old.close()
             Rdict.destroy(old_path)
-        options = Options(raw_mode=True)
-        options.set_write_buffer_size(8 << 20)  # small memtables: the shadow is written a key at a time
+        shadow = options()
+        shadow.set_write_buffer_size(4 << 20)  # small memtables, flushed to disk often
         shadows[path] = Rdict(os.path.join(workdir, f"shadow{time.time_ns()}-{os.path.basename(path)}"),
-                              options)
+                              shadow)
         return shadows[path]
 
     def decode(key: bytes, profile_json: bytes) -> dict[str, Any]:
