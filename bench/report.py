@@ -63,19 +63,7 @@ def _table(rows: list[list[Any]]) -> list[str]:
 
 def machine_line(m: dict[str, Any]) -> str:
     v = m.get("versions", {})
-    shown = ", ".join(
-        f"{k} {v[k]}"
-        for k in (
-            "kafka",
-            "confluent-kafka",
-            "faust-streaming",
-            "aiokafka",
-            "rocksdict",
-            "chdb",
-            "redis-server",
-        )
-        if k in v
-    )
+    shown = ", ".join(f"{k} {v[k]}" for k in SHOWN_VERSIONS if k in v)
     return (
         f"{m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}, "
         f"commit {v.get('cardflow_commit', '?')}; {shown}"
