@@ -53,6 +53,7 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
     # over a partition streams through it, so memory stays flat however many profiles there are.
     table = BlockBasedOptions()
     table.set_block_cache(Cache(16 << 20))
+    table.set_cache_index_and_filter_blocks(True)  # else every open table file's index stays in memory
 
     def options() -> Options:
         opened = Options(raw_mode=True)
@@ -88,7 +89,8 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
             old.close()
             Rdict.destroy(old_path)
         shadow = options()
-        shadow.set_write_buffer_size(4 << 20)  # small memtables, flushed to disk often
+        shadow.set_write_buffer_size(2 << 20)  # small memtables, flushed to disk often
+        shadow.set_max_write_buffer_number(2)
         shadows[path] = Rdict(os.path.join(workdir, f"shadow{time.time_ns()}-{os.path.basename(path)}"),
                               shadow)
         return shadows[path]

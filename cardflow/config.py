@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     archive_batch_seconds: float = Field(60.0, gt=0, le=3600, description=(
         "longest wait to fill an archive batch (a backlog fills batches to their size)"))
     rocksdb_block_cache_mb: int = Field(16, ge=1, le=65536)
+    rocksdb_write_buffer_mb: int = Field(8, ge=1, le=4096, description=(
+        "RocksDB memtable per table partition (two at most); the card map process's followers "
+        "replay what is not flushed yet, so this bounds their memory too"))
 
     # Warehouse
     warehouse_database: str = Field("cardflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
