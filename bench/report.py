@@ -72,7 +72,7 @@ def machine_line(m: dict[str, Any]) -> str:
 
 def target_text(t: dict[str, Any]) -> str:
     value, met = t["value"], t["met"]
-    shown = "—" if value is None else cell(float(value))
+    shown = "—" if value is None else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     if met is None:
         return f"{t['what']}: not measured (target {t['target']})"
     if met:

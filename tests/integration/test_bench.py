@@ -28,7 +28,7 @@ def test_every_scenario_runs_beside_its_baselines_and_the_docs_render(
         assert data["ratios"] or name == "recovery" or data["tables"], name
     # The cohort scenario's answers are checked cell for cell against bitmapist on a real Redis.
     cells = [t for t in results["cohort"]["targets"] if t["what"].startswith("cells equal")]
-    assert len(cells) == 2 and all(t["met"] for t in cells), cells
+    assert len(cells) == 3 and all(t["met"] for t in cells), cells
     fold = results["fold"]["contenders"]
     assert {"cardflow", "ceiling", "faust"} <= set(fold), fold.keys()
 
