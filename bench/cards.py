@@ -122,7 +122,7 @@ def one_run(
 
 def run(bench: Bench) -> Result:
     progress = Progress("cards")
-    sizes = sorted({bench.size(20_000, 100_000, 1_000), bench.size(100_000, 1_000_000, 1_000)})
+    sizes = sorted({bench.size(20_000, 100_000, 1_000), bench.size(20_000, 1_000_000, 1_000)})
     rate, seconds = bench.size(5000, 5000, 300), bench.size(20, 60, 4)
     result = Result(
         "cards", {"profiles": sizes, "rate": rate, "seconds": seconds, "partitions": bench.base.partitions}
