@@ -52,6 +52,17 @@ def open_page(browser: Any, url: str, errors: list[str]) -> Any:
     return page
 
 
+def publish_result(settings: Settings, record: dict[str, Any]) -> None:
+    """A CardResult written to the results topic as the reducer writes it."""
+    from confluent_kafka import Producer
+
+    from cardflow.card_results import CARD_RESULT
+
+    producer = Producer(settings.kafka_client_config())
+    producer.produce(settings.topic("results"), CARD_RESULT.encode(record), record["card_id"].encode())
+    assert producer.flush(30) == 0
+
+
 def test_dashboard_draws_cards_and_updates_live(settings: Settings, service, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -106,8 +117,20 @@ def test_dashboard_draws_cards_and_updates_live(settings: Settings, service, tmp
             took = time.monotonic() - started
             assert page.evaluate("window.__noReload") is True, "the page reloaded"
             print(f"DAU went {before} -> {before + 1} on the page {took:.2f}s after the event was sent")
+
             # The README's picture is refreshed on request only (a test run leaves the tree clean).
             shots = DOCS if os.environ.get("CARDFLOW_UPDATE_SCREENSHOT") else tmp_path
             page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+
+            # A result that covers only some partitions (a new configuration on its way in) says so.
+            publish_result(settings, {
+                "card_id": "half-done", "card_version": "1", "title": "Half done", "summary": "",
+                "widgets": json.dumps([{"type": "text", "text": "so far"}]),
+                "generated_at": int(time.time() * 1000), "max_ts": 0, "offsets": {"0": 3},
+                "run_ms": 1.0, "error": None, "config": "abc",
+                "complete": False, "partitions": 1})
+            note = page.locator('[data-card="half-done"] .incomplete')
+            note.wait_for(timeout=15_000)
+            assert "incomplete: 1 partition(s)" in note.inner_text()
         finally:
             browser.close()
