@@ -17,3 +17,9 @@ def blocking(profile, event):
 
     if event.properties.get("block_loop_s"):
         time.sleep(float(event.properties["block_loop_s"]))
+
+
+@profile_script("video", version="1", events=["video.*", "play"], where=lambda e: e.properties.get("hd"))
+def video(profile, event):
+    """Counts the events it is called for: only HD video.* and play events."""
+    profile["video_seen"] = profile.get("video_seen", 0) + 1

@@ -460,3 +460,25 @@ def test_aborted_transactions_are_not_folded_and_open_ones_do_not_stall(settings
     m = metrics(settings)
     assert m["cardflow_people_consumed_total"] == m["cardflow_people_folded_total"] == len(kept)
     wait_commits_at_end(settings)  # past the aborted records too
+
+
+def test_a_filtered_script_sees_only_matching_events(settings: Settings, service) -> None:
+    ensure_topics(settings)
+    scripted = settings.replace(profile_scripts="cardflow.standard,tests.integration.fragile_scripts")
+    service(["worker", "people"], scripted)
+    names = ["video.start", "play", "pause", "video.end", "videos", "view", "play"]
+    events = [{"uid": f"v{n % 4}", "event": names[n % len(names)], "ts": T0 + n,
+               "properties": {"hd": n % 3 != 0}} for n in range(200)]
+    produce(settings, events)
+    expected = {uid: sum(1 for e in events if e["uid"] == uid and e["properties"]["hd"]
+                         and (e["event"].startswith("video.") or e["event"] == "play"))
+                for uid in ("v0", "v1", "v2", "v3")}
+
+    def seen() -> dict[str, int] | None:
+        table = read_table(settings)
+        got = {uid: table[uid]["profile"].get("video_seen", 0) for uid in expected if uid in table
+               and sum(table[uid]["profile"]["events"].values()) == 50}
+        return got if len(got) == 4 else None
+
+    assert wait_until(seen, timeout=60, what="every event folded") == expected
+    assert 0 < sum(expected.values()) < len(events) / 2

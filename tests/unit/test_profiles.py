@@ -186,3 +186,21 @@ def test_sent_event_ids_dedup_whole_whatever_their_form() -> None:
     again = fold_events(stored, resent, (standard,), HORIZON)
     assert (again.folded, again.duplicates) == (1, 3)
     assert decode_value(encode_value(again.value))["profile"]["events"] == {"view": len(ids) + 1}
+
+
+def test_a_script_sees_only_the_events_it_asks_for() -> None:
+    @profile_script("video", version="1", events=["video.*", "play"],
+                    where=lambda e: e.properties.get("length", 0) > 10)
+    def video(profile, event):
+        profile["videos"] = profile.get("videos", 0) + 1
+        profile.setdefault("seen", []).append(event.event)
+
+    names = ["video.start", "play", "video.start", "pause", "videox", "video.end", "play"]
+    events = [(Event(f"e{i}", "u", name, 1_700_000_000_000 + i, {"length": 5 if i == 2 else 30}, {}, {}, "t"),
+               i) for i, name in enumerate(names)]
+    result = fold_events(None, events, (standard, video), 7 * 86_400_000)
+    profile = result.value["profile"]
+    assert profile["seen"] == ["video.start", "play", "video.end", "play"]  # not pause, videox, nor short
+    assert profile["events"]["pause"] == 1 and result.folded == len(names)  # other scripts see everything
+    with pytest.raises(ProfileScriptError, match="events must be a list"):
+        profile_script("bad", version="1", events="video.*")(lambda p, e: None)
