@@ -55,6 +55,7 @@ class ProfileScript:
     events: tuple[str, ...] | None = None  # names or glob patterns; None: every event
     where: Callable[[Event], bool] | None = None  # and only events this is true for
     _names: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)  # name → wanted
+    matcher: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.events is not None:
@@ -63,14 +64,14 @@ class ProfileScript:
                                          f"names or glob patterns such as 'video.*', got {self.events!r}")
             object.__setattr__(self, "events", tuple(self.events))
             pattern = re.compile("|".join(fnmatch.translate(e) for e in self.events))
-            object.__setattr__(self, "_pattern", pattern)
+            object.__setattr__(self, "matcher", pattern)
 
     def wants(self, event: Event) -> bool:
         """Whether the script is called for ``event`` (its ``events`` and ``where``)."""
-        if self.events is not None:
+        if self.matcher is not None:
             wanted = self._names.get(event.event)
             if wanted is None:  # names repeat: each is matched once
-                wanted = self._names[event.event] = self._pattern.match(event.event) is not None  # type: ignore[attr-defined]
+                wanted = self._names[event.event] = self.matcher.match(event.event) is not None
             if not wanted:
                 return False
         return self.where is None or bool(self.where(event))
