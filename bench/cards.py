@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Bench, Progress, Result, Worker, percentile, target
-from bench.latency import Follower, Sent, card_latencies, seed, sustained
+from bench.latency import Sent, card_latencies, drain, follow, seed, sustained
 from cardflow.config import Settings, load_settings
 
 MODES = {"incremental": True, "full map": False}
@@ -86,24 +86,14 @@ def one_run(
             time.sleep(2)
         first_pass = time.monotonic() - started
         pid = map_process(worker)
-        follower = Follower(here)
-        follower.start()
-        follower.ready.wait(30)
-        time.sleep(1)
+        follower = follow(here)
         sent: Sent = []
         progress(f"{label}: {rate:,} events/s for {seconds} s")
         cpu0 = cpu_s(pid) if pid else 0.0
         sustained(here, profiles, rate, seconds, sent)
         cpu = (cpu_s(pid) - cpu0) / seconds if pid else None
         progress(f"{label}: waiting for the last events' results")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not all(
-            len(card_latencies(sent[-20:], follower.results.get(c, []))) == 20 for c in ids
-        ):
-            worker.alive()
-            time.sleep(1)
-        follower.stop.set()
-        follower.join(10)
+        drain(follower, sent, lambda: ids, worker, 300)
         rss = memory_kib(pid, "VmRSS") if pid else 0
         hwm = memory_kib(pid, "VmHWM") if pid else 0
     finally:

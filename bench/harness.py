@@ -273,24 +273,15 @@ def wait_ready(worker: Worker, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
-def timed_counter(
-    worker: Worker, name: str, n: int, since: str = "ready", release: Callable[[], None] | None = None
-) -> dict[str, float]:
+def timed_counter(worker: Worker, name: str, n: int, release: Callable[[], None]) -> dict[str, float]:
     """Rate of ``name`` until it reaches ``n``, with the worker's CPU seconds and peak RSS over that
-    window, timed from: ``release()`` called once the worker is ready (the fairest: the whole
-    backlog, none of the start-up; see ``produce_held``); else the worker's readiness (what it did
-    before is left out, so a backlog it mostly folded while starting gives a short, noisy window);
-    or ``since="first"``: its first increment (the first batch left out)."""
-    if since == "ready":
-        wait_ready(worker)
-        if release is not None:
-            cpu0 = cpu_seconds(worker.proc.pid)
-            release()
-    else:
-        worker.wait_counter(name, 1)
+    window, timed from ``release()``, called once the worker is ready: the whole backlog, none of
+    the start-up (see ``produce_held``; timed from readiness alone, a worker had folded most of a
+    backlog while starting)."""
+    wait_ready(worker)
+    cpu0 = cpu_seconds(worker.proc.pid)
+    release()
     started, first = time.perf_counter(), worker.counter(name)
-    if release is None:
-        cpu0 = cpu_seconds(worker.proc.pid)
     worker.wait_counter(name, n)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(worker.proc.pid) - cpu0

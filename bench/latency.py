@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -133,6 +134,30 @@ class Follower(threading.Thread):
         consumer.close()
 
 
+def follow(settings: Settings) -> Follower:
+    """A Follower reading from the ends of profile-changes and results, subscribed and settled."""
+    follower = Follower(settings)
+    follower.start()
+    follower.ready.wait(30)
+    time.sleep(2)
+    return follower
+
+
+def drain(
+    follower: Follower, sent: Sent, cards: Callable[[], list[str]], worker: Worker, timeout: float
+) -> None:
+    """Until every card's result includes the last 20 events sent (at most ``timeout`` s), then
+    stop following."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(
+        len(card_latencies(sent[-20:], follower.results.get(c, []))) == 20 for c in cards()
+    ):
+        worker.alive()
+        time.sleep(1)
+    follower.stop.set()
+    follower.join(10)
+
+
 def profile_latencies(sent: Sent, changes: dict[str, list[tuple[int, float]]]) -> list[float]:
     out = []
     for _, _, uid, ts, t in sent:
@@ -203,25 +228,15 @@ def run(bench: Bench) -> Result:
         seed(here, users)
         worker.wait_counter("cardflow_people_consumed_total", users, timeout=600)
         time.sleep(5)  # the first full card round
-        follower = Follower(here)
-        follower.start()
-        follower.ready.wait(30)
-        time.sleep(2)
+        follower = follow(here)
         sent: Sent = []
         progress(f"{rate:,} events/s for {seconds} s")
         consumed = worker.counter("cardflow_people_consumed_total")
         sustained(here, users, rate, seconds, sent)
         kept_up = (worker.counter("cardflow_people_consumed_total") - consumed) / seconds
         progress("waiting for the last events' results")
-        deadline = time.monotonic() + 120
-        cards = result.params["cards_ids"] = sorted(follower.results) or []
-        while time.monotonic() < deadline and not all(
-            len(card_latencies(sent[-20:], follower.results[c])) == 20 for c in cards
-        ):
-            time.sleep(1)
-            cards = sorted(follower.results)
-        follower.stop.set()
-        follower.join(10)
+        result.params["cards_ids"] = sorted(follower.results)
+        drain(follower, sent, lambda: sorted(follower.results), worker, 120)
     finally:
         worker.stop()
     progress.done()

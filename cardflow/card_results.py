@@ -62,13 +62,7 @@ class Partial:
 def map_partition(card: Card, partition: int, profiles: Iterable[dict[str, Any]], max_ts: int,
                   offset: int) -> Partial:
     """Run ``card.map`` over one partition's profiles; an exception becomes the partial's error."""
-    started = time.perf_counter()
-    try:
-        encoded, error = encode_partial(card.map(profiles)), None
-    except Exception as exc:  # noqa: BLE001 - user code: reported in the result, never fatal
-        encoded, error = b"null", _describe("map", exc)
-    return Partial(card.id, card.version, partition, encoded, max_ts, offset,
-                   int(time.time() * 1000), (time.perf_counter() - started) * 1000, error, card.config)
+    return _partial(card, partition, "map", lambda: card.map(profiles), max_ts, offset)
 
 
 def incremental_partial(partials: PartitionPartials, card: Card, partition: int, changes: list[Change],
@@ -76,15 +70,24 @@ def incremental_partial(partials: PartitionPartials, card: Card, partition: int,
                         offset: int) -> Partial:
     """Bring an incremental card's partial of one partition up to date with ``changes`` (or with
     a pass over ``profiles()`` when it needs one); an exception becomes the partial's error."""
-    started = time.perf_counter()
-    try:
+
+    def update() -> Any:
         if not partials.needs_pass(card.id):  # else the pass below covers the changes
             partials.change(card.id, changes)
         if partials.needs_pass(card.id):
             partials.rebuild(card.id, profiles())
-        encoded, error = encode_partial(partials.partial(card.id)), None
+        return partials.partial(card.id)
+
+    return _partial(card, partition, "contribute", update, max_ts, offset)
+
+
+def _partial(card: Card, partition: int, stage: str, compute: Callable[[], Any], max_ts: int,
+             offset: int) -> Partial:
+    started = time.perf_counter()
+    try:
+        encoded, error = encode_partial(compute()), None
     except Exception as exc:  # noqa: BLE001 - user code: reported in the result, never fatal
-        encoded, error = b"null", _describe("contribute", exc)
+        encoded, error = b"null", _describe(stage, exc)
     return Partial(card.id, card.version, partition, encoded, max_ts, offset,
                    int(time.time() * 1000), (time.perf_counter() - started) * 1000, error, card.config)
 

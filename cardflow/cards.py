@@ -44,7 +44,7 @@ import orjson
 from pyroaring import BitMap
 
 from cardflow.errors import CardError
-from cardflow.incremental import accumulate, fold_contributions, materialize, retract
+from cardflow.incremental import accumulate, materialize, retract
 from cardflow.plugins import objects_at
 from cardflow.widgets import Widget, WidgetError
 
@@ -103,7 +103,10 @@ class Card:
         read them, never change them. An incremental card's default adds up its contributions."""
         if not self.incremental():
             raise NotImplementedError(f"card {self.id!r} has neither map() nor contribute()")
-        return self.finish(fold_contributions((self.contribute(p) for p in profiles), None, self.accumulate))
+        state = None
+        for profile in profiles:
+            state = self.accumulate(state, self.contribute(profile))
+        return self.finish(state)
 
     def contribute(self, profile: dict[str, Any]) -> Any:
         """One profile's share of its partition's partial (None: nothing). Must depend on the

@@ -16,7 +16,7 @@ drift in its last digits from a fresh ``map``; count in integers where exactness
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pyroaring import BitMap
@@ -136,16 +136,6 @@ def _elements(part: Any) -> Mapping[Any, int]:
     if isinstance(part, Mapping):
         return part
     raise CardError(f"cannot count a {type(part).__name__} into a set or Counter")
-
-
-def fold_contributions(
-    contributions: Iterable[Any], initial: Any, add: Callable[[Any, Any], Any] = accumulate
-) -> Any:
-    """Every contribution added to (a copy of) ``initial``."""
-    state = _counted(initial) if initial is not None and add is accumulate else initial
-    for part in contributions:
-        state = add(state, part)
-    return state
 
 
 Change = tuple[dict[str, Any] | None, dict[str, Any] | None]  # a profile before and after (None: absent)

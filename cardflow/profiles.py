@@ -77,7 +77,7 @@ class ProfileScript:
         return self.where is None or bool(self.where(event))
 
     def __call__(self, profile: dict[str, Any], event: Event) -> dict[str, Any]:
-        if (self.events is not None or self.where is not None) and not self.wants(event):
+        if not self.wants(event):
             return profile
         result = self.fold(profile, event)
         return profile if result is None else result
