@@ -30,11 +30,12 @@ from rocksdict import WriteBatch
 from cardflow.agents.records import dead_letter, profile_change
 from cardflow.batches import RecordRun, partition_db
 from cardflow.connectors.producer import BatchSink
-from cardflow.errors import Rejected
+from cardflow.errors import ProfileScriptError, Rejected
 from cardflow.events import Decoder, Event
+from cardflow.isolation import ReadOnlyFieldError, ScriptTimeout
 from cardflow.partitioning import partition_of
 from cardflow.profile_values import encode_value, profile_json_of, split_value
-from cardflow.profiles import FoldResult, ProfileScript, changed_fields, fold_value
+from cardflow.profiles import FoldResult, ProfileScript, ScriptSet, changed_fields, fold_value
 from cardflow.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,15 @@ class PeopleMetrics:
                                     buckets=(1, 10, 100, 1000, 5000, 20_000, 50_000))
         self.lag = Gauge("cardflow_people_lag", "records in events not yet processed", ["partition"],
                          registry=registry)
+        self.script_failures = Counter("cardflow_profile_script_failures",
+                                       "events a profile script failed on (dead-lettered)",
+                                       ["script", "reason"], registry=registry)
+        self.script_disabled = Gauge("cardflow_profile_script_disabled",
+                                     "1 when a profile script was disabled for failing in a row",
+                                     ["script"], registry=registry)
+        self.script_skipped = Counter("cardflow_profile_script_skipped",
+                                      "events a disabled profile script was not called for",
+                                      ["script"], registry=registry)
 
 
 @dataclass
@@ -73,7 +83,7 @@ class ProfileFolder:
     """Processes one batch of the events topic (see the module doc)."""
 
     def __init__(self, profiles: faust.Table, topics: Topics, decoder: Decoder,
-                 scripts: tuple[ProfileScript, ...], horizon_ms: int, partitions: int,
+                 scripts: ScriptSet | tuple[ProfileScript, ...], horizon_ms: int, partitions: int,
                  metrics: PeopleMetrics, sink: BatchSink, cache_size: int = 0, *,
                  max_profile_bytes: int = 512 * 1024, max_record_bytes: int = 1_000_000) -> None:
         self.profiles = profiles
@@ -86,7 +96,10 @@ class ProfileFolder:
         self.names = {"events": topics.events.get_topic_name(), "changes": topics.changes.get_topic_name(),
                       "dlq": topics.dlq.get_topic_name()}
         self.decoder = decoder
-        self.scripts = scripts
+        self.scripts = scripts if isinstance(scripts, ScriptSet) else ScriptSet(scripts)
+        for script in self.scripts.scripts:
+            metrics.script_disabled.labels(script.name).set(0)
+        self.scripts.on_disable = lambda name, why: metrics.script_disabled.labels(name).set(1)
         self.horizon_ms = horizon_ms
         self.partitions = partitions
         self.metrics = metrics
@@ -145,6 +158,8 @@ class ProfileFolder:
             partition_db(self.store, partition).write(writes_here)
         metrics.folded.inc(folded)  # once a batch: a Prometheus inc takes a lock
         metrics.duplicates.inc(duplicates)
+        for name, skipped in self.scripts.take_skipped().items():
+            metrics.script_skipped.labels(name).inc(skipped)
 
     def _fold_user(self, uid: str, key: bytes, partition: int, events: list[tuple[Event, int]],
                    writes: WriteBatch, batch: list[RecordRun]) -> FoldResult:
@@ -163,8 +178,12 @@ class ProfileFolder:
         if stored is None or len(stored) > self.max_profile_bytes:  # which events: one at a time
             result, stored, refused = self._fold_each(key, partition, events)
         for _, offset, script, exc in result.failed:
-            self._dead_letter(self._record_at(batch, partition, offset), Reason.PROFILE_SCRIPT_ERROR.value,
-                              f"profile script {script!r} raised {type(exc).__name__}: {exc}", script)
+            timeout = isinstance(exc, ScriptTimeout)
+            reason = Reason.PROFILE_SCRIPT_TIMEOUT if timeout else Reason.PROFILE_SCRIPT_ERROR
+            text = str(exc) if timeout or isinstance(exc, ReadOnlyFieldError) else (
+                f"profile script {script!r} raised {type(exc).__name__}: {exc}")
+            self._dead_letter(self._record_at(batch, partition, offset), reason.value, text, script)
+            self.metrics.script_failures.labels(script, reason.value).inc()
         for offset, rejected in refused:
             self._dead_letter(self._record_at(batch, partition, offset), rejected.reason.value,
                               rejected.message)
@@ -200,6 +219,9 @@ class ProfileFolder:
             value, profile_json = split_value(stored)
             try:
                 step = fold_value(value, profile_json, [(event, offset)], self.scripts, self.horizon_ms)
+            except ProfileScriptError as exc:  # a script broke a rule only the whole fold sees
+                refused.append((offset, Rejected(Reason.PROFILE_SCRIPT_ERROR, str(exc))))
+                continue
             except Exception as exc:  # noqa: BLE001 - this event's failure
                 refused.append((offset, Rejected(Reason.INTERNAL_ERROR, _describe("folding", exc))))
                 continue

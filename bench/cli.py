@@ -16,6 +16,7 @@ from bench.harness import RESULTS, Bench, Result, table
 # scenario → (module in bench/, what it measures); `all` runs them in this order.
 SCENARIOS = {
     "fold": ("bench.fold", "events → profiles: the people worker vs a plain loop, Quix Streams, Faust"),
+    "scripts": ("bench.scripts", "the fold with a profile script: filtered vs not, time budget on vs off"),
     "latency": ("bench.latency", "produce → profile and → card result at a fixed rate"),
     "cards": ("bench.cards", "produce → card result over 100k and 1M profiles: incremental vs full maps"),
     "cohort": ("bench.cohort", "a 90-day retention table: the card and the warehouse vs bitmapist on Redis"),

@@ -205,6 +205,12 @@ class Settings(BaseSettings):
     profile_scripts: tuple[str, ...] = Field(
         ("cardflow.standard",), description="modules (or module:attr) holding profile scripts"
     )
+    profile_script_timeout_ms: int = Field(100, ge=0, le=600_000, description=(
+        "time budget of one profile script on one event; past it the event is dead-lettered as "
+        "profile_script_timeout (0: no budget)"))
+    profile_script_max_failures: int = Field(20, ge=0, le=1_000_000, description=(
+        "a profile script failing on this many events in a row is disabled until the worker "
+        "restarts; the other scripts keep folding (0: never disable)"))
     dedup_horizon_days: float = Field(7.0, gt=0, le=3650, description="event-time horizon of id dedup")
     batch_size: int = Field(100_000, ge=1, le=1_000_000, description="records per profiles batch")
     profile_cache_size: int = Field(100_000, ge=0, le=10_000_000,

@@ -30,7 +30,10 @@ recent event ids (dedup of re-sent events within the horizon; cardflow/dedup.py)
 from __future__ import annotations
 
 import fnmatch
+import functools
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +43,11 @@ import orjson
 from cardflow.dedup import bucketed, contains, dedup_id
 from cardflow.errors import ProfileScriptError
 from cardflow.events import Event
+from cardflow.isolation import Budget, ReadOnlyFieldError, ScriptTimeout, ScriptView
 from cardflow.plugins import objects_at
 from cardflow.profile_values import split_value
 
+log = logging.getLogger(__name__)
 Fold = Callable[[dict[str, Any], Event], "dict[str, Any] | None"]
 DAY_MS = 86_400_000
 
@@ -54,26 +59,41 @@ class ProfileScript:
     fold: Fold
     events: tuple[str, ...] | None = None  # names or glob patterns; None: every event
     where: Callable[[Event], bool] | None = None  # and only events this is true for
-    _names: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)  # name → wanted
+    requires: tuple[str, ...] = ()  # scripts run before this one, whose fields it reads (read-only)
+    fields: tuple[str, ...] | None = None  # the fields it owns; None: shares the undeclared ones
+    seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)  # name → wanted
     matcher: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        for name in ("events", "requires", "fields"):
+            given = getattr(self, name)
+            if given is None:
+                continue
+            if isinstance(given, str) or not all(isinstance(e, str) and e for e in given):
+                raise ProfileScriptError(f"profile script {self.name!r}: {name} must be a list of "
+                                         f"{_LISTS[name]}, got {given!r}")
+            object.__setattr__(self, name, tuple(given))
         if self.events is not None:
-            if isinstance(self.events, str) or not all(isinstance(e, str) and e for e in self.events):
-                raise ProfileScriptError(f"profile script {self.name!r}: events must be a list of event "
-                                         f"names or glob patterns such as 'video.*', got {self.events!r}")
-            object.__setattr__(self, "events", tuple(self.events))
             pattern = re.compile("|".join(fnmatch.translate(e) for e in self.events))
             object.__setattr__(self, "matcher", pattern)
 
+    @property
+    def filtered(self) -> bool:
+        return self.matcher is not None or self.where is not None
+
+    def wants_name(self, name: str) -> bool:
+        """Whether ``events`` names (or matches) the event name ``name``."""
+        if self.matcher is None:
+            return True
+        wanted = self.seen.get(name)
+        if wanted is None:  # names repeat: each is matched once
+            wanted = self.seen[name] = self.matcher.match(name) is not None
+        return wanted
+
     def wants(self, event: Event) -> bool:
         """Whether the script is called for ``event`` (its ``events`` and ``where``)."""
-        if self.matcher is not None:
-            wanted = self._names.get(event.event)
-            if wanted is None:  # names repeat: each is matched once
-                wanted = self._names[event.event] = self.matcher.match(event.event) is not None
-            if not wanted:
-                return False
+        if not self.wants_name(event.event):
+            return False
         return self.where is None or bool(self.where(event))
 
     def __call__(self, profile: dict[str, Any], event: Event) -> dict[str, Any]:
@@ -83,14 +103,22 @@ class ProfileScript:
         return profile if result is None else result
 
 
+_LISTS = {"events": "event names or glob patterns such as 'video.*'", "requires": "profile script names",
+          "fields": "top-level profile field names"}
+
+
 def profile_script(name: str, version: str, events: Iterable[str] | None = None,
-                   where: Callable[[Event], bool] | None = None) -> Callable[[Fold], ProfileScript]:
+                   where: Callable[[Event], bool] | None = None, *, requires: Iterable[str] = (),
+                   fields: Iterable[str] | None = None) -> Callable[[Fold], ProfileScript]:
     """Decorator turning a fold function into a :class:`ProfileScript`, called only for the events
-    ``events`` names (names or glob patterns) and ``where`` accepts, when given."""
+    ``events`` names (names or glob patterns) and ``where`` accepts, when given; ``requires``:
+    scripts that run first and whose fields this one reads; ``fields``: the fields it owns."""
 
     def wrap(fold: Fold) -> ProfileScript:
-        chosen: Any = events if events is None or isinstance(events, str) else tuple(events)
-        return ProfileScript(name, version, fold, chosen, where)  # a str is refused there
+        def listed(given: Any) -> Any:  # a str is refused in ProfileScript, not split into letters
+            return given if given is None or isinstance(given, str) else tuple(given)
+
+        return ProfileScript(name, version, fold, listed(events), where, listed(requires), listed(fields))
 
     return wrap
 
@@ -113,6 +141,210 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
     return tuple(scripts.values())
 
 
+REST = ""  # the part of the profile shared by the scripts that declare no fields
+
+
+class ScriptSet:
+    """Profile scripts as the fold runs them, isolated from each other and from the worker.
+
+    - Order: each script after the scripts it ``requires`` (load order otherwise).
+    - Fields: a script that declares ``fields`` owns them: it is handed only those, and no other
+      script writes them; scripts without ``fields`` share the undeclared ones. A script reads
+      the fields of the scripts it ``requires`` through its ``profile``, read-only.
+    - Time: each call on one event gets ``timeout_s`` (0: no budget; cardflow/isolation.py).
+    - Failures: a script that fails (raises, overruns, writes a field it does not own) on
+      ``max_failures`` events in a row is disabled (0: never): logged, ``on_disable`` called,
+      and from then on skipped, so the other scripts keep folding (its fields stop changing
+      until the worker restarts with a fix; a replay rebuilds them).
+    """
+
+    def __init__(self, scripts: Iterable[ProfileScript], timeout_s: float = 0.0, max_failures: int = 0,
+                 on_disable: Callable[[str, str], None] | None = None) -> None:
+        self.scripts = _ordered(tuple(scripts))
+        self.owner: dict[str, str] = {}  # declared field → its script
+        for script in self.scripts:
+            for name in script.fields or ():
+                if name in self.owner:
+                    raise ProfileScriptError(f"profile scripts {self.owner[name]!r} and {script.name!r} "
+                                             f"both declare field {name!r}; a field has one owner")
+                self.owner[name] = script.name
+        self.part_of = [REST if s.fields is None else s.name for s in self.scripts]
+        self.keys = list(dict.fromkeys(self.part_of))
+        self.own = [frozenset(s.fields) if s.fields is not None else None for s in self.scripts]
+        by_name = {s.name: i for i, s in enumerate(self.scripts)}
+        # The parts each script reads (besides its own): those of the scripts it requires.
+        self.reads = [[p for p in (self.part_of[by_name[r]] for r in s.requires) if p != self.part_of[i]]
+                      for i, s in enumerate(self.scripts)]
+        self.viewed = {self.part_of[i] for i, reads in enumerate(self.reads) if reads}
+        # Per script, what fold_event needs, looked up once.
+        self.plan = [(i, s, s.fold, self.part_of[i], s.seen if s.matcher is not None else None, s.where,
+                      self.part_of[i] in self.viewed) for i, s in enumerate(self.scripts)]
+        self.budget = Budget(timeout_s) if timeout_s > 0 else None
+        self.max_failures = max_failures
+        self.on_disable = on_disable
+        self.streak = [0] * len(self.scripts)
+        self.disabled: set[int] = set()
+        self.skipped: dict[str, int] = {}  # disabled script → events it missed since last read
+
+    def start(self) -> bool:
+        """Enforce the time budget from now on (call on the main thread); False when it cannot be."""
+        return self.budget is not None and self.budget.start()
+
+    def split(self, profile: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The profile cut into each script's part (one part: the profile itself)."""
+        if len(self.keys) == 1 and not self.viewed:
+            key = self.keys[0]
+            if key == REST or profile.keys() <= self.own[0]:  # type: ignore[operator]
+                return {key: profile}
+        parts: dict[str, dict[str, Any]] = {k: ScriptView() if k in self.viewed else {} for k in self.keys}
+        rest = parts.get(REST)
+        for name, value in profile.items():
+            owner = self.owner.get(name, REST)
+            if owner == REST and rest is None:  # a field of no loaded script: kept as it is
+                rest = parts[REST] = {}
+            parts[owner][name] = value
+        return parts
+
+    def merge(self, parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if len(parts) == 1:
+            (part,) = parts.values()
+            return part if type(part) is dict else dict(part)
+        rest = parts.get(REST)
+        if rest and self.owner and not rest.keys().isdisjoint(self.owner):
+            taken = sorted(rest.keys() & self.owner.keys())
+            raise ProfileScriptError(f"a profile script without declared fields wrote {taken}, which belong "
+                                     f"to {sorted({self.owner[t] for t in taken})}")
+        profile: dict[str, Any] = {}
+        for part in parts.values():
+            profile.update(part)
+        return profile
+
+    def fold_event(self, parts: dict[str, dict[str, Any]], event: Event) -> tuple[str, BaseException] | None:
+        """Run every script on ``event``; on the first failure, ``(script, exception)`` (the parts
+        are then partly folded: refold them)."""
+        budget, disabled, streak = self.budget, self.disabled, self.streak
+        name = event.event
+        for i, script, fold, key, names, where, viewed in self.plan:
+            if names is not None:  # the event filter, inline: cheaper than calling the script
+                wanted = names.get(name)
+                if wanted is None:
+                    wanted = script.wants_name(name)
+                if not wanted:
+                    continue
+            if disabled and i in disabled:
+                self.skipped[script.name] = self.skipped.get(script.name, 0) + 1
+                continue
+            part = parts[key]
+            try:
+                try:
+                    if budget is not None:
+                        budget.started = time.perf_counter()
+                        budget.script = script.name
+                    if where is not None and not where(event):
+                        if budget is not None:
+                            budget.script = None
+                        continue
+                    if viewed:
+                        self._show(i, part, parts)  # type: ignore[arg-type]
+                    size = len(part)
+                    result = fold(part, event)
+                    if budget is not None:
+                        budget.script = None
+                except Exception as exc:  # noqa: BLE001 - the event's failure, with the script's name
+                    if budget is not None:
+                        budget.script = None
+                    return self._failed(i, exc)
+            except ScriptTimeout as exc:  # also when it fires just after a script raised
+                return self._failed(i, exc)
+            if result is not None:
+                if not isinstance(result, dict):
+                    return self._failed(i, ProfileScriptError(
+                        f"profile script {script.name!r} returned {type(result).__name__}; return None "
+                        "(after changing profile in place) or a dict"))
+                part = parts[key] = self._as_part(key, result)
+            if len(part) > size and (wrong := self._foreign(i, part)):
+                return self._failed(i, ReadOnlyFieldError(
+                    f"profile script {script.name!r} wrote {wrong}, "
+                    + (f"outside its declared fields {sorted(script.fields)}" if script.fields is not None
+                       else f"which belong to {sorted({self.owner[w] for w in wrong})}")))
+            if streak[i]:
+                streak[i] = 0
+        return None
+
+    def refold(self, profile_json: bytes | None, events: list[Event]) -> dict[str, dict[str, Any]]:
+        """The parts after folding ``events`` (which folded before) into ``profile_json``."""
+        parts = self.split(orjson.loads(profile_json) if profile_json is not None else {})
+        for event in events:
+            failure = self.fold_event(parts, event)
+            if failure is not None:  # it folded a moment ago: a script that is not deterministic
+                raise ProfileScriptError(f"profile script {failure[0]!r} failed on an event it folded "
+                                         f"before ({failure[1]!r}); scripts must be deterministic")
+        return parts
+
+    def take_skipped(self) -> dict[str, int]:
+        skipped, self.skipped = self.skipped, {}
+        return skipped
+
+    def _show(self, i: int, part: ScriptView, parts: dict[str, dict[str, Any]]) -> None:
+        part.owner = self.scripts[i].name
+        part.others = {name: (self.owner.get(name, "(scripts without fields)"), value)
+                       for key in self.reads[i] for name, value in parts.get(key, {}).items()}
+
+    def _as_part(self, key: str, result: dict[str, Any]) -> dict[str, Any]:
+        return ScriptView(result) if key in self.viewed and not isinstance(result, ScriptView) else result
+
+    def _foreign(self, i: int, part: dict[str, Any]) -> list[str]:
+        own = self.own[i]
+        if own is not None:
+            return sorted(part.keys() - own) if not part.keys() <= own else []
+        return sorted(part.keys() & self.owner.keys()) if self.owner else []
+
+    def _failed(self, i: int, exc: BaseException) -> tuple[str, BaseException]:
+        name = self.scripts[i].name
+        self.streak[i] += 1
+        if self.max_failures and self.streak[i] >= self.max_failures and i not in self.disabled:
+            self.disabled.add(i)
+            why = f"{type(exc).__name__}: {exc}"
+            log.error("profile script %r disabled after failing on %d events in a row (last: %s); it is "
+                      "skipped from now on and its fields stop changing; fix it, restart the worker, and "
+                      "replay the period to rebuild them", name, self.streak[i], why)
+            if self.on_disable is not None:
+                self.on_disable(name, why)
+        return name, exc
+
+
+def _ordered(scripts: tuple[ProfileScript, ...]) -> tuple[ProfileScript, ...]:
+    """``scripts`` with each after the ones it requires (load order otherwise); unknown names and
+    cycles are errors."""
+    by_name = {s.name: s for s in scripts}
+    for script in scripts:
+        missing = [r for r in script.requires if r not in by_name]
+        if missing:
+            raise ProfileScriptError(f"profile script {script.name!r} requires {missing}, which are not "
+                                     f"loaded (loaded: {sorted(by_name)}; see profile_scripts)")
+    done: dict[str, ProfileScript] = {}
+
+    def visit(script: ProfileScript, path: tuple[str, ...]) -> None:
+        if script.name in done:
+            return
+        if script.name in path:
+            cycle = " → ".join(path[path.index(script.name):] + (script.name,))
+            raise ProfileScriptError(f"profile scripts require each other in a cycle: {cycle}")
+        for required in script.requires:
+            visit(by_name[required], path + (script.name,))
+        done[script.name] = script
+
+    for script in scripts:
+        visit(script, ())
+    return tuple(done.values())
+
+
+@functools.lru_cache(maxsize=64)
+def script_set(scripts: tuple[ProfileScript, ...]) -> ScriptSet:
+    """A ScriptSet without budget or disabling, for plain tuples of scripts (tests, tools)."""
+    return ScriptSet(scripts)
+
+
 class FoldResult:
     """What folding one user's events of a batch gave (a plain class: one is made per user per batch)."""
 
@@ -131,7 +363,7 @@ class FoldResult:
 def fold_events(
     stored: bytes | None,
     events: list[tuple[Event, int]],
-    scripts: tuple[ProfileScript, ...],
+    scripts: ScriptSet | tuple[ProfileScript, ...],
     horizon_ms: int,
 ) -> FoldResult:
     """Fold one user's events of a batch (``(event, offset)`` in offset order) into their stored value."""
@@ -143,7 +375,7 @@ def fold_value(
     value: dict[str, Any],
     profile_json: bytes | None,
     events: list[tuple[Event, int]],
-    scripts: tuple[ProfileScript, ...],
+    scripts: ScriptSet | tuple[ProfileScript, ...],
     horizon_ms: int,
 ) -> FoldResult:
     """Fold one user's events into their decoded value, in place (``profile_json``: the profile
@@ -151,13 +383,15 @@ def fold_value(
 
     Re-delivered records (offset at or below the last folded one) and re-sent
     events (an id seen within the horizon) count as duplicates; a re-delivered
-    record makes every field count as changed. An event a script raises on is
-    left out entirely, so a replay after a fix is safe.
+    record makes every field count as changed. An event a script fails on (raises,
+    overruns its budget, writes another script's field) is left out entirely, so a
+    replay after a fix is safe.
     """
     meta = value["meta"]
     stored_ids: dict[str, str] = meta["ids"]
     result = FoldResult(value)
-    profile = value["profile"]
+    runner = scripts if isinstance(scripts, ScriptSet) else script_set(tuple(scripts))
+    parts = runner.split(value["profile"])
     ok: list[Event] = []
     last_offset, version, max_ts = meta["offset"], meta["version"], meta["max_ts"]
     oldest_day = (max_ts - horizon_ms) // DAY_MS
@@ -181,17 +415,11 @@ def fold_value(
         if chunk and contains(chunk, short):
             result.duplicates += 1
             continue
-        try:
-            for script in scripts:
-                if (script.events is not None or script.where is not None) and not script.wants(event):
-                    continue
-                folded = script.fold(profile, event)
-                if folded is not None:
-                    profile = folded
-        except Exception as exc:  # noqa: BLE001 - the event goes to the DLQ with the script's name
-            result.failed.append((event, offset, _failing_script(scripts, profile_json, ok, event), exc))
-            # A script may have changed the profile before raising: fold again without this event.
-            profile = _refold(profile_json, ok, scripts)
+        failure = runner.fold_event(parts, event)
+        if failure is not None:
+            result.failed.append((event, offset, failure[0], failure[1]))
+            # The scripts before the failing one changed their parts: fold again without this event.
+            parts = runner.refold(profile_json, ok)
             continue
         ok.append(event)
         version += 1
@@ -210,7 +438,7 @@ def fold_value(
     result.max_ts = batch_max_ts
     if stored_ids or new_ids:
         meta["ids"] = bucketed(stored_ids, new_ids, oldest_day)
-    value["profile"] = profile
+    value["profile"] = profile = runner.merge(parts)
     result.redelivered = redelivered
     if ok:
         result.changed = changed_fields(profile_json, profile)
@@ -230,27 +458,6 @@ def changed_fields(profile_json: bytes | None, profile: dict[str, Any]) -> list[
         changed += [k for k in before if k not in profile]
     changed.sort()
     return changed
-
-
-def _refold(profile_json: bytes | None, events: list[Event],
-            scripts: tuple[ProfileScript, ...]) -> dict[str, Any]:
-    profile: dict[str, Any] = orjson.loads(profile_json) if profile_json is not None else {}
-    for event in events:
-        for script in scripts:
-            profile = script(profile, event)
-    return profile
-
-
-def _failing_script(scripts: tuple[ProfileScript, ...], profile_json: bytes | None, ok: list[Event],
-                    event: Event) -> str:
-    """Name of the first script that raises on ``event``, found on a scratch profile."""
-    scratch = _refold(profile_json, ok, scripts)
-    for script in scripts:
-        try:
-            scratch = script(scratch, event)
-        except Exception:  # noqa: BLE001 - finding which one raised
-            return script.name
-    return "unknown"
 
 
 _GONE = object()

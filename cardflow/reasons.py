@@ -22,6 +22,7 @@ class Reason(StrEnum):
     TOO_DEEP = "too_deep"
     BAD_AVRO = "bad_avro"
     PROFILE_SCRIPT_ERROR = "profile_script_error"
+    PROFILE_SCRIPT_TIMEOUT = "profile_script_timeout"
     PROFILE_TOO_LARGE = "profile_too_large"
     INTERNAL_ERROR = "internal_error"
 

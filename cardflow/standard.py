@@ -21,6 +21,7 @@ from cardflow.profiles import ProfileScript
 
 DAY_MS = 86_400_000
 WINDOW_DAYS = 400
+FIELDS = ("first_seen", "last_seen", "events", "days", "properties", "properties_once")
 
 
 def _add_day(cell: list[Any] | None, day: int, window: int) -> list[Any] | None:
@@ -62,7 +63,7 @@ def standard_script(window_days: int = WINDOW_DAYS) -> ProfileScript:
                 if old is None or (ts, event.event_id) < (old[1], old[2]):
                     once[name] = [value, ts, event.event_id]
 
-    return ProfileScript("standard", f"1-w{window_days}", fold)
+    return ProfileScript("standard", f"1-w{window_days}", fold, fields=FIELDS)
 
 
 standard = standard_script()

@@ -29,7 +29,7 @@ from cardflow.connectors.kafka_admin import (
 from cardflow.connectors.producer import BatchSink
 from cardflow.kafka_clients import sink_config
 from cardflow.profile_values import decode_value
-from cardflow.profiles import load_scripts
+from cardflow.profiles import ScriptSet, load_scripts
 
 DAY_MS = 86_400_000
 
@@ -42,8 +42,10 @@ def build_people(settings: Settings) -> faust.App:
     names = (EVENTS, PROFILE_CHANGES, EVENTS_DLQ, CARD_PARTIALS, RESULTS)
     events, changes, dlq, partials, results = (raw_topic(app, settings, name) for name in names)
     profiles = profiles_table(app, settings)
-    scripts = load_scripts(settings.profile_scripts)
-    cards = load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
+    scripts = ScriptSet(load_scripts(settings.profile_scripts), settings.profile_script_timeout_ms / 1000,
+                        settings.profile_script_max_failures)
+    scripts.start()  # the time budget's signal handler: here, on the main thread
+    cards = load_cards(settings.cards, [s.name for s in scripts.scripts], settings.card_params)
     registry = CollectorRegistry()
 
     folder = ProfileFolder(

@@ -23,3 +23,22 @@ def blocking(profile, event):
 def video(profile, event):
     """Counts the events it is called for: only HD video.* and play events."""
     profile["video_seen"] = profile.get("video_seen", 0) + 1
+
+
+@profile_script("stuck", version="1", events=["loop", "sleep"])
+def stuck(profile, event):
+    """Never returns on its own: a sleep, or an endless loop that swallows every Exception."""
+    import time
+
+    if event.event == "sleep":
+        time.sleep(60)
+    while True:
+        try:
+            profile["spins"] = profile.get("spins", 0) + 1
+        except Exception:  # noqa: BLE001, S110 - what a careless script does
+            pass
+
+
+@profile_script("broken", version="1", events=["broken.*"])
+def broken(profile, event):
+    raise ValueError("the broken script fails on every event it is called for")

@@ -36,6 +36,7 @@ def test_liveness_fails_while_the_loop_is_blocked(settings: Settings, service) -
         liveness_loop_blocked_s=2,
         cards=(),
         profile_scripts="cardflow.standard,tests.integration.fragile_scripts",
+        profile_script_timeout_ms=0,  # no budget: the script may block the loop
     )
     ensure_topics(s)
     worker = service(["worker", "people"], s)

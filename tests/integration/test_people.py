@@ -482,3 +482,37 @@ def test_a_filtered_script_sees_only_matching_events(settings: Settings, service
 
     assert wait_until(seen, timeout=60, what="every event folded") == expected
     assert 0 < sum(expected.values()) < len(events) / 2
+
+
+def test_overrunning_and_failing_scripts_are_stopped_and_the_worker_folds_on(settings: Settings,
+                                                                              service) -> None:
+    from ..helpers import consume_all
+
+    ensure_topics(settings)
+    scripted = settings.replace(profile_scripts="cardflow.standard,tests.integration.fragile_scripts",
+                                profile_script_timeout_ms=200, profile_script_max_failures=5)
+    worker = service(["worker", "people"], scripted)
+    normal = make_events(4000, 200, seed=11)
+    stuck = [{"uid": f"u{n}", "event": "loop" if n % 2 else "sleep", "ts": T0 + n} for n in range(4)]
+    broken = [{"uid": "b", "event": "broken.x", "ts": T0 + n} for n in range(8)]
+    produce(settings, normal[:2000] + stuck + broken + normal[2000:])
+    letters = [AvroCodec.named("DeadLetter").decode(m.value())
+               for m in consume_all(settings, "events-dlq", 9)]
+    timeouts = [d for d in letters if d["reason"] == "profile_script_timeout"]
+    assert sorted(orjson.loads(d["value"])["ts"] for d in timeouts) == [e["ts"] for e in stuck]
+    for letter in timeouts:
+        assert letter["detail"] == "stuck" and "the budget is 200 ms" in letter["message"]
+        ran_ms = int(letter["message"].split(" ran ")[1].split(" ms")[0])
+        assert 200 < ran_ms < 2000  # cut at the budget: the script would run 60 s, or forever
+    failed = [d for d in letters if d["reason"] == "profile_script_error"]
+    assert [orjson.loads(d["value"])["ts"] for d in failed] == [e["ts"] for e in broken[:5]]
+    assert {d["detail"] for d in failed} == {"broken"}
+    # Every other event folded; the three after `broken` was disabled folded without it.
+    wait_profiles(settings, truth(normal + broken[5:]))
+    status, _, text = http("GET", f"http://127.0.0.1:{settings.worker_web_port}/metrics/")
+    assert 'cardflow_profile_script_disabled{script="broken"} 1.0' in text
+    assert 'cardflow_profile_script_disabled{script="stuck"} 0.0' in text
+    assert 'cardflow_profile_script_skipped_total{script="broken"} 3.0' in text
+    timeouts_metric = 'cardflow_profile_script_failures_total{reason="profile_script_timeout",script="stuck"}'
+    assert f"{timeouts_metric} 4.0" in text
+    assert worker.proc.poll() is None

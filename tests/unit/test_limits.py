@@ -20,7 +20,7 @@ from cardflow.events import Decoder, Event, Reason, Rejected, encode_avro
 from cardflow.limits import check, loads
 from cardflow.partitioning import partition_of as uid_partition
 from cardflow.profile_values import decode_value, encode_value, new_value
-from cardflow.profiles import fold_value, profile_script
+from cardflow.profiles import ScriptSet, fold_value, profile_script
 from cardflow.standard import standard
 
 from .test_profile_folder import Record, folder, runs
@@ -268,7 +268,7 @@ def batches(draw: st.DrawFn) -> list[Record]:
 def test_whatever_records_and_scripts_do_each_ends_one_way(tmp_path: Path, records: list[Record]) -> None:
     """One in, one out, and nothing stored the broker or orjson could refuse."""
     people = folder(tmp_path / f"db{len(list(tmp_path.iterdir()))}", cache_size=3)
-    people.scripts = (standard, fragile)
+    people.scripts = ScriptSet((standard, fragile))
     people.max_profile_bytes = 32 * 1024
     people.process(runs(records))
     m = people.metrics
