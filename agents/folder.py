@@ -20,13 +20,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from rocksdict import WriteBatch
 
+from cardflow.agents.derived import DerivedSink
 from cardflow.agents.records import dead_letter, profile_change
 from cardflow.batches import RecordRun, partition_db
 from cardflow.connectors.producer import BatchSink
@@ -39,6 +42,8 @@ from cardflow.profiles import FoldResult, ProfileScript, ScriptSet, changed_fiel
 from cardflow.reasons import Reason
 
 log = logging.getLogger(__name__)
+# Derived events of one fold: (source offset, encoded or why not, the event when refused).
+Derived = list[tuple[int, bytes | Rejected, dict[str, Any] | None]]
 
 
 class PeopleMetrics:
@@ -52,6 +57,8 @@ class PeopleMetrics:
                                   registry=registry)
         self.dead_lettered = Counter("cardflow_people_dead_lettered", "records sent to events-dlq",
                                      ["reason"], registry=registry)
+        self.derived = Counter("cardflow_people_derived", "derived events sent to events (emit)",
+                               registry=registry)
         self.rerouted = Counter("cardflow_people_rerouted",
                                 "records re-sent to their uid's partition", registry=registry)
         self.batch_seconds = Histogram("cardflow_people_batch_seconds", "time to process one batch",
@@ -85,7 +92,8 @@ class ProfileFolder:
     def __init__(self, profiles: faust.Table, topics: Topics, decoder: Decoder,
                  scripts: ScriptSet | tuple[ProfileScript, ...], horizon_ms: int, partitions: int,
                  metrics: PeopleMetrics, sink: BatchSink, cache_size: int = 0, *,
-                 max_profile_bytes: int = 512 * 1024, max_record_bytes: int = 1_000_000) -> None:
+                 max_profile_bytes: int = 512 * 1024, max_record_bytes: int = 1_000_000,
+                 derived: DerivedSink | None = None) -> None:
         self.profiles = profiles
         self.max_profile_bytes = max_profile_bytes
         self.max_record_bytes = max_record_bytes
@@ -104,6 +112,7 @@ class ProfileFolder:
         self.partitions = partitions
         self.metrics = metrics
         self.last_offsets: dict[int, int] = {}
+        self.derived = derived
         # Decoded values of recently folded users, as last written (least recently used first):
         # a user seen again skips the read and parse. Valid while nobody else writes the
         # partition, so it is emptied at every assignment (see register_profiles).
@@ -172,11 +181,15 @@ class ProfileFolder:
         stored: bytes | None
         try:
             result = fold_value(value, profile_json, events, self.scripts, self.horizon_ms)
+            derived = self._ledger(result, key, partition)
             stored = encode_value(result.value)
         except Exception:  # noqa: BLE001 - the events' failures, never the worker's
             stored = None
         if stored is None or len(stored) > self.max_profile_bytes:  # which events: one at a time
             result, stored, refused = self._fold_each(key, partition, events)
+            derived = self._ledger(result, key, partition) if stored is not None else []
+            if derived:
+                stored = encode_value(result.value)
         for _, offset, script, exc in result.failed:
             timeout = isinstance(exc, ScriptTimeout)
             reason = Reason.PROFILE_SCRIPT_TIMEOUT if timeout else Reason.PROFILE_SCRIPT_ERROR
@@ -189,6 +202,7 @@ class ProfileFolder:
                               rejected.message)
         if stored is None:
             return result
+        self._send_derived(result, derived, key, partition, batch)
         writes.put(key, stored)
         if self.cache_size:
             # A slice, not encode's own orjson bytes: each of those keeps a ~4 KB buffer (80k
@@ -241,6 +255,8 @@ class ProfileFolder:
             total.folded += step.folded
             total.duplicates += step.duplicates
             total.failed += step.failed
+            total.derived += step.derived
+            total.too_deep += step.too_deep
             total.max_ts = max(total.max_ts, step.max_ts)
             total.redelivered = total.redelivered or step.redelivered
             total.value = step.value
@@ -257,6 +273,63 @@ class ProfileFolder:
         elif total.folded:
             total.changed = changed_fields(first_json, profile)
         return total, stored, refused
+
+    def _ledger(self, result: FoldResult, key: bytes, partition: int) -> Derived:
+        """Keep the fold's derived events in the stored value's ledger until committed (see
+        agents/derived.py); the ones to send now, encoded (or why they cannot be)."""
+        sink = self.derived
+        meta = result.value["meta"]
+        ledger: list[list[Any]] = meta.get("derived", [])
+        if sink is None or not (ledger or result.derived):
+            return []
+        kept = [entry for entry in ledger if not sink.committed(partition, entry[0])]
+        out: Derived = []
+        if result.redelivered:  # their batch may have died before its commit: send them again
+            out += [(offset, text.encode(), None) for offset, text in kept
+                    if not sink.sent(partition, offset)]
+
+        for offset, event in result.derived:
+            if sink.sent(partition, offset):
+                continue  # folded again (a lost RocksDB directory): committed already
+            try:
+                encoded = self.decoder.check_sent(event)
+            except Rejected as exc:
+                out.append((offset, exc, event))
+                continue
+            kept.append([offset, encoded.decode()])
+            out.append((offset, encoded, None))
+        if kept:
+            meta["derived"] = kept
+        else:
+            meta.pop("derived", None)
+        return out
+
+    def _send_derived(self, result: FoldResult, derived: Derived, key: bytes,
+                      partition: int, batch: list[RecordRun]) -> None:
+        for offset, encoded, event in derived:
+            if isinstance(encoded, Rejected):
+                assert event is not None
+                self._dead_letter(self._derived_record(batch, partition, offset, key, _as_bytes(event)),
+                                  encoded.reason.value, f"a derived event: {encoded.message}",
+                                  event["derived_from"]["script"])
+                continue
+            assert self.derived is not None
+            self.derived.add(key, encoded, partition, offset)
+            self.metrics.derived.inc()
+        for offset, event in result.too_deep:
+            script = event["derived_from"]["script"]
+            depth, limit = event["derived_from"]["depth"], self.scripts.max_derived_depth
+            self._dead_letter(self._derived_record(batch, partition, offset, key, _as_bytes(event)),
+                              Reason.DERIVED_TOO_DEEP.value,
+                              f"profile script {script!r} emitted {event['event']!r} at depth {depth}; the "
+                              f"limit is {limit} (max_derived_depth): the chain stops here", script)
+
+    def _derived_record(self, batch: list[RecordRun], partition: int, offset: int, key: bytes,
+                        value: bytes) -> Any:
+        """A dead letter's record for a derived event: its own bytes, where its source came from."""
+        source = self._record_at(batch, partition, offset)
+        return SimpleNamespace(key=key, value=value, topic=source.topic, partition=partition, offset=offset,
+                               timestamp=source.timestamp)
 
     def _db(self, partition: int) -> Any:
         return partition_db(self.store, partition)
@@ -285,6 +358,14 @@ class ProfileFolder:
         self.sink.produce(self.names["dlq"], key, value,
                           partition_of(key, self.partitions) if key else record.partition)
         self.metrics.dead_lettered.labels(reason).inc()
+
+
+def _as_bytes(event: dict[str, Any]) -> bytes:
+    """A derived event's JSON for its dead letter, even when a script put in what JSON cannot hold."""
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        return orjson.dumps(event, default=repr)
 
 
 def _describe(what: str, exc: BaseException) -> str:

@@ -211,6 +211,9 @@ class Settings(BaseSettings):
     profile_script_max_failures: int = Field(20, ge=0, le=1_000_000, description=(
         "a profile script failing on this many events in a row is disabled until the worker "
         "restarts; the other scripts keep folding (0: never disable)"))
+    max_derived_depth: int = Field(3, ge=0, le=100, description=(
+        "longest chain of derived events (emit); the event past it is dead-lettered as "
+        "derived_too_deep (0: scripts cannot emit)"))
     dedup_horizon_days: float = Field(7.0, gt=0, le=3650, description="event-time horizon of id dedup")
     batch_size: int = Field(100_000, ge=1, le=1_000_000, description="records per profiles batch")
     profile_cache_size: int = Field(100_000, ge=0, le=10_000_000,

@@ -74,6 +74,7 @@ class _EventFields(NamedTuple):
     set: dict[str, Any]
     set_once: dict[str, Any]
     source: str
+    depth: int  # 0, or how many derived events lead here from a sent one (see derived_from)
 
 
 class Event(_EventFields):
@@ -87,9 +88,10 @@ class Event(_EventFields):
 
     def __new__(cls, event_id: str, uid: str, event: str, ts: int, properties: dict[str, Any] | None = None,
                 set: dict[str, Any] | None = None, set_once: dict[str, Any] | None = None,  # noqa: A002
-                source: str = "default") -> Event:
+                source: str = "default", depth: int = 0) -> Event:
         return tuple.__new__(cls, (event_id, uid, event, ts, {} if properties is None else properties,
-                                   {} if set is None else set, {} if set_once is None else set_once, source))
+                                   {} if set is None else set, {} if set_once is None else set_once, source,
+                                   depth))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -101,6 +103,8 @@ class Event(_EventFields):
         if self.set_once:
             out["$set_once"] = self.set_once
         out["source"] = self.source
+        if self.depth:
+            out["derived_from"] = {"depth": self.depth}
         return out
 
     def to_bytes(self) -> bytes:
@@ -271,7 +275,7 @@ def event_from_object(obj: Any, mappings: tuple[FieldMapping, ...] = (DEFAULT_MA
         raise Rejected(Reason.BAD_FIELD, f"event_id at {mapping.event_id!r} must be a string")
     source = obj.get("source") if mapping is DEFAULT_MAPPING else mapping.name
     return Event(str(event_id), uid, name, ts, properties, set_, set_once,
-                 source if isinstance(source, str) and source else mapping.name)
+                 source if isinstance(source, str) and source else mapping.name, derived_depth(obj))
 
 
 def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int, max_uid_bytes: int,
@@ -293,7 +297,15 @@ def _fast_default(obj: dict[str, Any], now_ms: int | None, max_future_ms: int, m
         return None
     source = obj.get("source")
     return Event(event_id, uid, name, ts, props, set_, once,
-                 source if isinstance(source, str) and source else DEFAULT_MAPPING.name)
+                 source if isinstance(source, str) and source else DEFAULT_MAPPING.name,
+                 derived_depth(obj) if "derived_from" in obj else 0)
+
+
+def derived_depth(obj: dict[str, Any]) -> int:
+    """The depth a derived event's ``derived_from`` gives (0: a sent event, or no usable lineage)."""
+    lineage = obj.get("derived_from")
+    depth = lineage.get("depth") if type(lineage) is dict else None
+    return depth if type(depth) is int and depth > 0 else 0
 
 
 def decode_event(raw: bytes | None, mappings: tuple[FieldMapping, ...] = (DEFAULT_MAPPING,),

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from xxhash import xxh3_128_hexdigest
 
 from cardflow.dedup import bucketed, contains, dedup_id
 from cardflow.errors import ProfileScriptError
@@ -142,6 +143,52 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
 
 
 REST = ""  # the part of the profile shared by the scripts that declare no fields
+MAX_EMITS = 100  # derived events one script may emit on one event
+
+
+class _Folding:
+    """The script call in progress, for :func:`emit` (the fold runs on one thread)."""
+
+    __slots__ = ("script", "out")
+
+    def __init__(self) -> None:
+        self.script = ""
+        self.out: list[tuple[str, str, dict[str, Any]]] | None = None  # None: emits are not kept
+
+
+_FOLDING = _Folding()
+
+
+def emit(event: str, properties: dict[str, Any] | None = None) -> None:
+    """From a profile script, while it folds an event: a derived event for the same user, sent to
+    ``events`` once the fold is stored, with a deterministic ``event_id`` (from the source
+    event's id, the script, the name and how many of that name it emitted before on it), the source
+    event's time and a ``derived_from`` lineage. Cards and the warehouse see it like any event.
+    A chain longer than ``max_derived_depth`` stops: the event that would exceed it is
+    dead-lettered as ``derived_too_deep``."""
+    out = _FOLDING.out
+    if not _FOLDING.script:
+        raise ProfileScriptError("emit() is called from a profile script while it folds an event")
+    if not isinstance(event, str) or not event:
+        raise ProfileScriptError(f"emit(): the event name must be a non-empty string, got {event!r}")
+    if properties is not None and not isinstance(properties, dict):
+        raise ProfileScriptError(f"emit(): properties must be a dict, got {type(properties).__name__}")
+    if out is None:
+        return  # a refold of events already folded: their emits were kept then
+    if sum(1 for script, *_ in out if script == _FOLDING.script) >= MAX_EMITS:
+        raise ProfileScriptError(f"profile script {_FOLDING.script!r} emitted more than {MAX_EMITS} events "
+                                 "on one event")
+    out.append((_FOLDING.script, event, properties or {}))
+
+
+def derived_event(source: Event, script: str, name: str, properties: dict[str, Any],
+                  n: int) -> dict[str, Any]:
+    """The ``n``-th ``name`` event ``script`` emitted on ``source``: the same for the same inputs."""
+    digest = xxh3_128_hexdigest(f"{source.event_id}\0{script}\0{name}\0{n}".encode())
+    return {"event_id": f"d-{digest}", "uid": source.uid, "event": name, "ts": source.ts,
+            "properties": properties, "source": "derived",
+            "derived_from": {"event_id": source.event_id, "event": source.event, "script": script,
+                             "depth": source.depth + 1}}
 
 
 class ScriptSet:
@@ -159,7 +206,7 @@ class ScriptSet:
     """
 
     def __init__(self, scripts: Iterable[ProfileScript], timeout_s: float = 0.0, max_failures: int = 0,
-                 on_disable: Callable[[str, str], None] | None = None) -> None:
+                 on_disable: Callable[[str, str], None] | None = None, max_derived_depth: int = 3) -> None:
         self.scripts = _ordered(tuple(scripts))
         self.owner: dict[str, str] = {}  # declared field → its script
         for script in self.scripts:
@@ -181,6 +228,7 @@ class ScriptSet:
                       self.part_of[i] in self.viewed) for i, s in enumerate(self.scripts)]
         self.budget = Budget(timeout_s) if timeout_s > 0 else None
         self.max_failures = max_failures
+        self.max_derived_depth = max_derived_depth
         self.on_disable = on_disable
         self.streak = [0] * len(self.scripts)
         self.disabled: set[int] = set()
@@ -222,7 +270,7 @@ class ScriptSet:
     def fold_event(self, parts: dict[str, dict[str, Any]], event: Event) -> tuple[str, BaseException] | None:
         """Run every script on ``event``; on the first failure, ``(script, exception)`` (the parts
         are then partly folded: refold them)."""
-        budget, disabled, streak = self.budget, self.disabled, self.streak
+        budget, disabled, streak, folding = self.budget, self.disabled, self.streak, _FOLDING
         name = event.event
         for i, script, fold, key, names, where, viewed in self.plan:
             if names is not None:  # the event filter, inline: cheaper than calling the script
@@ -235,6 +283,7 @@ class ScriptSet:
                 self.skipped[script.name] = self.skipped.get(script.name, 0) + 1
                 continue
             part = parts[key]
+            folding.script = script.name
             try:
                 try:
                     if budget is not None:
@@ -274,11 +323,15 @@ class ScriptSet:
     def refold(self, profile_json: bytes | None, events: list[Event]) -> dict[str, dict[str, Any]]:
         """The parts after folding ``events`` (which folded before) into ``profile_json``."""
         parts = self.split(orjson.loads(profile_json) if profile_json is not None else {})
-        for event in events:
-            failure = self.fold_event(parts, event)
-            if failure is not None:  # it folded a moment ago: a script that is not deterministic
-                raise ProfileScriptError(f"profile script {failure[0]!r} failed on an event it folded "
-                                         f"before ({failure[1]!r}); scripts must be deterministic")
+        kept, _FOLDING.out = _FOLDING.out, None  # their emits were kept when they folded
+        try:
+            for event in events:
+                failure = self.fold_event(parts, event)
+                if failure is not None:  # it folded a moment ago: a script that is not deterministic
+                    raise ProfileScriptError(f"profile script {failure[0]!r} failed on an event it folded "
+                                             f"before ({failure[1]!r}); scripts must be deterministic")
+        finally:
+            _FOLDING.out = kept
         return parts
 
     def take_skipped(self) -> dict[str, int]:
@@ -348,7 +401,8 @@ def script_set(scripts: tuple[ProfileScript, ...]) -> ScriptSet:
 class FoldResult:
     """What folding one user's events of a batch gave (a plain class: one is made per user per batch)."""
 
-    __slots__ = ("value", "folded", "duplicates", "failed", "changed", "max_ts", "redelivered")
+    __slots__ = ("value", "folded", "duplicates", "failed", "changed", "max_ts", "redelivered", "derived",
+                 "too_deep")
 
     def __init__(self, value: dict[str, Any]) -> None:
         self.value = value
@@ -358,6 +412,17 @@ class FoldResult:
         self.changed: list[str] = []
         self.max_ts = 0
         self.redelivered = False
+        self.derived: list[tuple[int, dict[str, Any]]] = []  # (source offset, derived event)
+        self.too_deep: list[tuple[int, dict[str, Any]]] = []  # past max_derived_depth: dead letters
+
+    def emit(self, source: Event, offset: int, emitted: list[tuple[str, str, dict[str, Any]]],
+             max_depth: int) -> None:
+        """Keep the derived events the scripts emitted on ``source`` (at ``offset``)."""
+        counts: dict[tuple[str, str], int] = {}
+        for script, name, properties in emitted:
+            n = counts[script, name] = counts.get((script, name), -1) + 1
+            derived = derived_event(source, script, name, properties, n)
+            (self.derived if source.depth < max_depth else self.too_deep).append((offset, derived))
 
 
 def fold_events(
@@ -384,8 +449,8 @@ def fold_value(
     Re-delivered records (offset at or below the last folded one) and re-sent
     events (an id seen within the horizon) count as duplicates; a re-delivered
     record makes every field count as changed. An event a script fails on (raises,
-    overruns its budget, writes another script's field) is left out entirely, so a
-    replay after a fix is safe.
+    overruns its budget, writes another script's field) is left out entirely, with
+    what the scripts emitted on it, so a replay after a fix is safe.
     """
     meta = value["meta"]
     stored_ids: dict[str, str] = meta["ids"]
@@ -398,41 +463,50 @@ def fold_value(
     new_ids: dict[int, set[str]] = {}  # this batch's ids per day: also its in-batch dedup
     batch_max_ts = 0
     redelivered = False
-    for event, offset in events:
-        if offset <= last_offset:
-            result.duplicates += 1
-            redelivered = True
-            continue
-        last_offset = offset
-        ts = event.ts
-        day = ts // DAY_MS
-        short = dedup_id(event.event_id)
-        fresh = new_ids.get(day)
-        if fresh is not None and short in fresh:
-            result.duplicates += 1
-            continue
-        chunk = stored_ids.get(str(day))
-        if chunk and contains(chunk, short):
-            result.duplicates += 1
-            continue
-        failure = runner.fold_event(parts, event)
-        if failure is not None:
-            result.failed.append((event, offset, failure[0], failure[1]))
-            # The scripts before the failing one changed their parts: fold again without this event.
-            parts = runner.refold(profile_json, ok)
-            continue
-        ok.append(event)
-        version += 1
-        if ts > batch_max_ts:
-            batch_max_ts = ts
-            if ts > max_ts:
-                max_ts = ts
-                oldest_day = (max_ts - horizon_ms) // DAY_MS
-        if day >= oldest_day:
-            if fresh is None:
-                new_ids[day] = {short}
-            else:
-                fresh.add(short)
+    emitted: list[tuple[str, str, dict[str, Any]]] = []  # what the scripts emit: (script, name, properties)
+    _FOLDING.out = emitted
+    try:
+        for event, offset in events:
+            if offset <= last_offset:
+                result.duplicates += 1
+                redelivered = True
+                continue
+            last_offset = offset
+            ts = event.ts
+            day = ts // DAY_MS
+            short = dedup_id(event.event_id)
+            fresh = new_ids.get(day)
+            if fresh is not None and short in fresh:
+                result.duplicates += 1
+                continue
+            chunk = stored_ids.get(str(day))
+            if chunk and contains(chunk, short):
+                result.duplicates += 1
+                continue
+            failure = runner.fold_event(parts, event)
+            if failure is not None:
+                result.failed.append((event, offset, failure[0], failure[1]))
+                emitted.clear()
+                # The scripts before the failing one changed their parts: fold again without this event.
+                parts = runner.refold(profile_json, ok)
+                continue
+            if emitted:
+                result.emit(event, offset, emitted, runner.max_derived_depth)
+                emitted.clear()
+            ok.append(event)
+            version += 1
+            if ts > batch_max_ts:
+                batch_max_ts = ts
+                if ts > max_ts:
+                    max_ts = ts
+                    oldest_day = (max_ts - horizon_ms) // DAY_MS
+            if day >= oldest_day:
+                if fresh is None:
+                    new_ids[day] = {short}
+                else:
+                    fresh.add(short)
+    finally:
+        _FOLDING.out, _FOLDING.script = None, ""
     meta["offset"], meta["version"], meta["max_ts"] = last_offset, version, max_ts
     result.folded = len(ok)
     result.max_ts = batch_max_ts

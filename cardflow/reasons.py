@@ -24,5 +24,6 @@ class Reason(StrEnum):
     PROFILE_SCRIPT_ERROR = "profile_script_error"
     PROFILE_SCRIPT_TIMEOUT = "profile_script_timeout"
     PROFILE_TOO_LARGE = "profile_too_large"
+    DERIVED_TOO_DEEP = "derived_too_deep"
     INTERNAL_ERROR = "internal_error"
 

@@ -30,6 +30,7 @@ EVENTS_DLQ = "events-dlq"
 PROFILE_CHANGES = "profile-changes"
 CARD_PARTIALS = "card-partials"
 RESULTS = "results"
+DERIVED_MARKS = "derived-marks"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS),
@@ -37,6 +38,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PROFILE_CHANGES),
     TopicSpec(CARD_PARTIALS, {"cleanup.policy": "compact"}),
     TopicSpec(RESULTS, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+    TopicSpec(DERIVED_MARKS, {"cleanup.policy": "compact"}),  # agents/derived.py
 )
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from cardflow.agents.card_metrics import CardMetrics
 from cardflow.agents.card_reducer import reduce_cards
 from cardflow.agents.cards import map_cards
+from cardflow.agents.derived import DerivedSink
 from cardflow.agents.folder import PeopleMetrics, ProfileFolder, Topics
 from cardflow.agents.profiles import fold_profiles
 from cardflow.app import create_app, raw_topic, table_options
@@ -43,7 +44,7 @@ def build_people(settings: Settings) -> faust.App:
     events, changes, dlq, partials, results = (raw_topic(app, settings, name) for name in names)
     profiles = profiles_table(app, settings)
     scripts = ScriptSet(load_scripts(settings.profile_scripts), settings.profile_script_timeout_ms / 1000,
-                        settings.profile_script_max_failures)
+                        settings.profile_script_max_failures, max_derived_depth=settings.max_derived_depth)
     scripts.start()  # the time budget's signal handler: here, on the main thread
     cards = load_cards(settings.cards, [s.name for s in scripts.scripts], settings.card_params)
     registry = CollectorRegistry()
@@ -52,7 +53,8 @@ def build_people(settings: Settings) -> faust.App:
         profiles, Topics(events=events, changes=changes, dlq=dlq), settings.decoder(), scripts,
         int(settings.dedup_horizon_days * DAY_MS), settings.partitions, PeopleMetrics(registry),
         BatchSink(sink_config(settings)), settings.profile_cache_size,
-        max_profile_bytes=settings.max_profile_bytes, max_record_bytes=settings.max_record_bytes)
+        max_profile_bytes=settings.max_profile_bytes, max_record_bytes=settings.max_record_bytes,
+        derived=DerivedSink(settings, events.get_topic_name()))
     fold_profiles(app, events, folder)                    # events → profiles, profile-changes, events-dlq
     if cards:
         card_metrics = CardMetrics(registry)

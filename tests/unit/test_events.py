@@ -40,7 +40,7 @@ def test_decoded_events_are_immutable_events_with_their_own_empty_fields(mapping
                     mappings=mappings)
     assert type(event) is Event and event == Event("x", "u", "e", NOW - 1, set={"a": 1})
     assert event._asdict() == {"event_id": "x", "uid": "u", "event": "e", "ts": NOW - 1, "properties": {},
-                               "set": {"a": 1}, "set_once": {}, "source": "default"}
+                               "set": {"a": 1}, "set_once": {}, "source": "default", "depth": 0}
     with pytest.raises(AttributeError):
         event.uid = "v"  # type: ignore[misc]
     made = Event("y", "u", "e", NOW)
