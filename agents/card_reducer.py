@@ -42,7 +42,8 @@ class ResultPublisher:
     def cards_of(self, partition: int) -> list[str]:
         """The cards whose partials live on ``partition`` of card-partials (only their owner renders them)."""
         n = self.settings.partitions
-        return [card_id for card_id in self.reducer.cards if card_partition(card_id, n) == partition]
+        place = self.reducer.place
+        return [card_id for card_id in self.reducer.cards if card_partition(place[card_id], n) == partition]
 
     def forget(self) -> None:
         """After a rebalance: reload every partition when it is next seen."""
@@ -95,7 +96,7 @@ def reduce_cards(app: faust.App, settings: Settings, cards: tuple[Card, ...], pa
                     continue
                 if publisher.reducer.add(partial):
                     changed.add(partial.card_id)
-            for card_id in sorted(changed):
+            for card_id in sorted(publisher.reducer.dependents(changed)):  # and the cards using them
                 await results.send(key=card_id.encode(), value=publisher.render(card_id))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

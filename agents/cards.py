@@ -26,7 +26,7 @@ from cardflow.agents.card_metrics import CardMetrics
 from cardflow.agents.card_scheduler import CardScheduler
 from cardflow.batches import BatchingApp, RecordRun, partition_directory
 from cardflow.card_results import Partial, card_partition, partial_key
-from cardflow.cards import Card
+from cardflow.cards import Card, placement
 from cardflow.config import Settings
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,15 @@ def map_cards(app: BatchingApp, settings: Settings, cards: tuple[Card, ...], cha
               profiles: faust.types.TableT, partials: faust.TopicT, metrics: CardMetrics) -> None:
     """The map stage: ``changes`` (profile-changes) and the ``profiles`` table → ``partials``."""
     changes_topic = changes.get_topic_name()
+    place = placement(cards)
+    cards = tuple(card for card in cards if card.maps())  # the others are rendered from these
 
     def owned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == changes_topic}
 
     async def send(partial: Partial) -> None:
         await partials.send(key=partial_key(partial.card_id, partial.partition), value=partial.encode(),
-                            partition=card_partition(partial.card_id, settings.partitions))
+                            partition=card_partition(place[partial.card_id], settings.partitions))
 
     process = MapProcess(settings, {card.id: card for card in cards}, metrics,
                          settings.data_dir / "card-maps" / app.conf.id)

@@ -11,8 +11,9 @@ So, whatever moment the worker dies at:
 - after it: the mark says so; the ledger's entries are dropped, and a source record folded
   again (a lost RocksDB directory) does not send them twice.
 
-The transaction's producer has a stable ``transactional.id`` (the worker's name, or its data
-directory), so a restarted worker fences its previous self and aborts what it left open.
+The transaction's producer is made at the first commit (an installation whose scripts never
+emit needs no transactions), with a stable ``transactional.id`` (the worker's name, or its
+data directory), so a restarted worker fences its previous self and aborts what it left open.
 """
 
 from __future__ import annotations
@@ -95,10 +96,9 @@ class DerivedSink:
             self.marks[partition] = max(self.marks.get(partition, -1), offset)
 
     def load_marks(self) -> None:
-        """Read every partition's mark (committed records only; blocking). First fences this
-        worker's previous self, so what it left open is aborted, not waited for."""
+        """Read every partition's mark (committed records only; blocking). A transaction a killed
+        worker left open holds this back until it is aborted (10 s at most)."""
         self.stale = False  # first: a rebalance meanwhile sets it again
-        self._transactional()
         consumer = Consumer(consumer_config(self.settings, f"marks-{time.monotonic_ns()}",
                                             **{"isolation.level": "read_committed"}))
         try:

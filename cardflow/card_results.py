@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from cardflow.cards import Card, decode_partial, encode_partial
+from cardflow.cards import Card, decode_partial, encode_partial, placement
 from cardflow.codec import AvroCodec
 from cardflow.incremental import Change, PartitionPartials
 from cardflow.partitioning import partition_of
@@ -34,7 +34,9 @@ def partial_key(card_id: str, partition: int) -> bytes:
 
 
 def card_partition(card_id: str, partitions: int) -> int:
-    """The card-partials partition holding every partial of ``card_id`` (one reducer owns a card)."""
+    """The card-partials partition holding every partial of a card placed by ``card_id`` (its id,
+    or the id its group of cards that use each other is placed by: ``placement``); one reducer
+    owns a card."""
     return partition_of(card_id.encode(), partitions)
 
 
@@ -100,7 +102,37 @@ class CardReducer:
         self.cards = {card.id: card for card in cards}
         self.configs = {card.id: card.config for card in cards}
         self.partitions = partitions
+        self.place = placement(cards)
         self._partials: dict[str, dict[int, Partial]] = {card.id: {} for card in cards}
+        self._totals: dict[str, Any] = {}  # card → its total, until a new partial of it is kept
+        self.users: dict[str, set[str]] = {card.id: set() for card in cards}  # card → cards using it
+        for card in cards:
+            for used in card.uses:
+                self.users[used].add(card.id)
+
+    def dependents(self, card_ids: Iterable[str]) -> set[str]:
+        """``card_ids`` and every card using one of them, directly or through others."""
+        out: set[str] = set()
+        todo = list(card_ids)
+        while todo:
+            card_id = todo.pop()
+            if card_id not in out:
+                out.add(card_id)
+                todo.extend(self.users.get(card_id, ()))
+        return out
+
+    def total(self, card_id: str) -> Any:
+        """The card's total over its latest partials (None: a card without partials)."""
+        if card_id not in self._totals:
+            partials = sorted(self._partials[card_id].values(), key=lambda p: p.partition)
+            self._totals[card_id] = self.cards[card_id].total(decode_partial(p.partial) for p in partials)
+        return self._totals[card_id]
+
+    def complete(self, card_id: str) -> bool:
+        """Every partition has a partial of the card's configuration, and so has every card it uses."""
+        card = self.cards[card_id]
+        own = not card.maps() or set(self._partials[card_id]) >= set(range(self.partitions))
+        return own and all(self.complete(used) for used in card.uses)
 
     def add(self, partial: Partial) -> bool:
         """Keep ``partial`` unless an as-new one for its partition is held; True when kept.
@@ -114,29 +146,34 @@ class CardReducer:
         if old is not None and (old.offset, old.produced_at) > (partial.offset, partial.produced_at):
             return False
         held[partial.partition] = partial
+        self._totals.pop(partial.card_id, None)
         return True
 
     def result(self, card_id: str) -> dict[str, Any]:
         """The CardResult record for ``card_id``."""
         card = self.cards[card_id]
         partials = sorted(self._partials[card_id].values(), key=lambda p: p.partition)
+        if not card.maps():  # built on other cards only: as fresh as they are
+            partials = [p for used in card.uses for p in self._partials[used].values()]
         started = time.perf_counter()
         record: dict[str, Any] = {
             "card_id": card.id, "card_version": card.version, "title": card.title, "summary": "",
             "widgets": "[]", "generated_at": int(time.time() * 1000),
             "max_ts": max((p.max_ts for p in partials), default=0),
-            "offsets": {str(p.partition): p.offset for p in partials}, "run_ms": 0.0, "error": None,
-            "config": self.configs[card_id], "partitions": len(partials),
-            "complete": {p.partition for p in partials} >= set(range(self.partitions)),
+            "offsets": {str(p.partition): p.offset for p in partials} if card.maps() else {},
+            "run_ms": 0.0, "error": None, "config": self.configs[card_id],
+            "partitions": len(self._partials[card_id]) if card.maps() else self.partitions,
+            "complete": self.complete(card_id),
         }
         failed = [p for p in partials if p.error]
         if failed:
             record["error"] = f"partition {failed[0].partition}: {failed[0].error}"
         else:
             try:
-                total = card.total(decode_partial(p.partial) for p in partials)
-                record["widgets"] = _json(card.widgets(total))
-                record["summary"] = str(card.summary(total))
+                total = self.total(card_id)
+                used = {u: self.total(u) for u in card.uses}
+                record["widgets"] = _json(card.widgets(total, used))
+                record["summary"] = card.summary_of(total, used)
             except Exception as exc:  # noqa: BLE001 - user code: reported in the result
                 record["error"] = _describe("reduce/render", exc)
         record["run_ms"] = (time.perf_counter() - started) * 1000 + sum(p.run_ms for p in partials)

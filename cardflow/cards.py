@@ -55,8 +55,10 @@ class Card:
 
     Class attributes: ``title``, ``version`` (bump when the output changes),
     ``params`` (defaults, overridable per deployment), ``requires`` (profile
-    script names the card reads), ``debounce`` (seconds between runs per
-    partition) and ``budget`` (seconds a run may take).
+    script names the card reads), ``uses`` (ids of cards whose latest totals
+    ``render(total, cards)`` gets; a card with ``uses`` may have no ``map`` at
+    all), ``debounce`` (seconds between runs per partition) and ``budget``
+    (seconds a run may take).
     """
 
     id: ClassVar[str] = ""
@@ -64,6 +66,7 @@ class Card:
     version: ClassVar[str] = "1"
     params: ClassVar[dict[str, Any]] = {}
     requires: ClassVar[tuple[str, ...]] = ("standard",)
+    uses: ClassVar[tuple[str, ...]] = ()
     debounce: ClassVar[float] = 1.0
     budget: ClassVar[float] = 10.0
 
@@ -97,6 +100,12 @@ class Card:
     def incremental(cls) -> bool:
         """True when the card defines ``contribute``."""
         return cls.contribute is not Card.contribute
+
+    @classmethod
+    def maps(cls) -> bool:
+        """True when the card reads profiles (``map`` or ``contribute``); a card built only on
+        the cards it ``uses`` does not."""
+        return cls.incremental() or cls.map is not Card.map
 
     def map(self, profiles: Iterable[dict[str, Any]]) -> Any:
         """The partial of one partition. ``profiles`` are streamed from the partition's store:
@@ -140,10 +149,19 @@ class Card:
         return merge(a, b)
 
     def render(self, total: Any) -> list[Widget]:
+        """The widgets of ``total``. A card with ``uses`` defines ``render(self, total, cards)``
+        and gets each used card's latest total by id (None while it has none); its ``summary``
+        may take ``cards`` too."""
         raise NotImplementedError(f"card {self.id!r} has no render()")
 
     def summary(self, total: Any) -> str:
         return ""
+
+    def summary_of(self, total: Any, cards: Mapping[str, Any] | None = None) -> str:
+        """``summary``, given ``cards`` when it takes them."""
+        if self.uses and len(inspect.signature(self.summary).parameters) >= 2:
+            return str(self.summary(total, cards))  # type: ignore[call-arg]
+        return str(self.summary(total))
 
     def total(self, partials: Iterable[Any]) -> Any:
         """All partials reduced into one (None when there are none)."""
@@ -152,9 +170,9 @@ class Card:
             result = partial if result is None else self.reduce(result, partial)
         return result
 
-    def widgets(self, total: Any) -> list[dict[str, Any]]:
+    def widgets(self, total: Any, cards: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """``render`` checked and serialised; WidgetError names what is wrong."""
-        rendered = self.render(total)
+        rendered = self.render(total, cards) if self.uses else self.render(total)  # type: ignore[call-arg]
         if isinstance(rendered, Widget):
             rendered = [rendered]
         out = []
@@ -290,4 +308,50 @@ def load_cards(paths: Iterable[str], scripts: Iterable[str],
         alias.id = card_id  # type: ignore[misc]  # an instance of the class under its own id
         alias.title = str(entry.get("title") or f"{by_id[base].title} ({card_id})")  # type: ignore[misc]
         cards[card_id] = alias
+    _check_uses(cards)
     return tuple(cards.values())
+
+
+def _check_uses(cards: Mapping[str, Card]) -> None:
+    """Every card a card ``uses`` is loaded, and no card uses itself through others."""
+    for card in cards.values():
+        missing = [u for u in card.uses if u not in cards]
+        if missing:
+            raise CardError(f"card {card.id!r} uses {missing}, which are not loaded (loaded: "
+                            f"{', '.join(sorted(cards))})")
+        if not card.maps() and not card.uses:
+            raise CardError(f"card {card.id!r} has neither map() nor contribute() (nor uses other cards)")
+    done: set[str] = set()
+
+    def visit(card_id: str, path: tuple[str, ...]) -> None:
+        if card_id in path:
+            cycle = " → ".join(path[path.index(card_id):] + (card_id,))
+            raise CardError(f"cards use each other in a cycle: {cycle}; a card may only use cards that "
+                            "do not use it")
+        if card_id in done:
+            return
+        for used in cards[card_id].uses:
+            visit(used, path + (card_id,))
+        done.add(card_id)
+
+    for card_id in cards:
+        visit(card_id, ())
+
+
+def placement(cards: Iterable[Card]) -> dict[str, str]:
+    """Card id → the key its partials are placed by: cards that use each other (directly or
+    through others) share one, so one reducer holds every total a card's ``render`` needs."""
+    cards = list(cards)
+    group = {card.id: card.id for card in cards}
+
+    def root(card_id: str) -> str:
+        while group[card_id] != card_id:
+            card_id = group[card_id]
+        return card_id
+
+    for card in cards:
+        for used in card.uses:
+            if used in group:
+                a, b = sorted((root(card.id), root(used)))
+                group[b] = a
+    return {card_id: root(card_id) for card_id in group}

@@ -37,9 +37,10 @@ class _Commands(click.Group):
 def _check_plugins(settings: Settings) -> None:
     """Load the profile scripts and cards: a mistake in them is said before anything starts."""
     from cardflow.cards import load_cards
-    from cardflow.profiles import load_scripts
+    from cardflow.profiles import ScriptSet, load_scripts
 
-    load_cards(settings.cards, [s.name for s in load_scripts(settings.profile_scripts)], settings.card_params)
+    scripts = ScriptSet(load_scripts(settings.profile_scripts)).scripts  # requires: known, no cycle
+    load_cards(settings.cards, [s.name for s in scripts], settings.card_params)
 
 
 def _settings(ctx: click.Context) -> Settings:

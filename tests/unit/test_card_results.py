@@ -108,3 +108,48 @@ def test_partials_written_before_configs_existed_still_decode_and_are_ignored() 
     partial = Partial.decode(data)
     assert partial.config == ""
     assert not CardReducer((card,), partitions=1).add(partial)
+
+
+class Users(Card):
+    def contribute(self, profile):
+        return 1
+
+    def render(self, total):
+        return [Number(total)]
+
+
+class Buyers(Card):
+    def contribute(self, profile):
+        return 1 if profile["events"].get("buy") else 0
+
+    def render(self, total):
+        return [Number(total)]
+
+
+class BuyerShare(Card):
+    """Built on two cards only: no map of its own."""
+
+    uses = ("users", "buyers")
+
+    def render(self, total, cards):
+        return [Number(round(cards["buyers"] / cards["users"], 3))]
+
+    def summary(self, total, cards):
+        return f"{cards['buyers']} of {cards['users']}"
+
+
+def test_a_card_built_on_cards_renders_their_totals_and_is_complete_when_they_are() -> None:
+    users, buyers, share = Users(), Buyers(), BuyerShare()
+    reducer = CardReducer((users, buyers, share), partitions=2)
+    # One group, placed by its smallest id: one reducer holds every total the share needs.
+    assert reducer.place == {"users": "buyer-share", "buyers": "buyer-share", "buyer-share": "buyer-share"}
+    assert reducer.dependents({"buyers"}) == {"buyers", "buyer-share"}
+    for card in (users, buyers):
+        reducer.add(map_partition(card, 0, P0, max_ts=10, offset=5))
+    result = reducer.result("buyer-share")
+    assert result["complete"] is False and result["summary"] == "1 of 1"
+    for card in (users, buyers):
+        reducer.add(map_partition(card, 1, P1, max_ts=20, offset=7))
+    result = reducer.result("buyer-share")
+    assert result["complete"] is True and result["error"] is None and result["max_ts"] == 20
+    assert orjson.loads(result["widgets"])[0]["value"] == 0.5 and result["summary"] == "1 of 2"

@@ -165,3 +165,29 @@ def test_a_cards_config_digest_follows_its_class_version_and_params() -> None:
     assert Retention(period="weeks").config != Retention().config
     assert TopEvents(limit=5).config != TopEvents().config
     assert len(Retention().config) == 16
+
+
+def test_cards_using_cards_are_checked_at_load(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from cardflow.cards import load_cards, placement
+
+    def card(name: str, uses: tuple[str, ...] | None, maps: bool = True) -> str:
+        return (f"class {name}(Card):\n" + (f"    uses = {uses!r}\n" if uses else "")
+                + ("    def map(self, p): return 0\n" if maps else "")
+                + f"    def render(self, t{', c' if uses else ''}): return []\n")
+
+    (tmp_path / "used_cards.py").write_text("from cardflow.cards import Card\n" + "".join((
+        card("A", ("b",)), card("B", ("c",)), card("C", ("a",)), card("D", ("nope",), maps=False),
+        card("E", None, maps=False))))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("used_cards", None)
+    with pytest.raises(CardError, match="cycle: a → b → c → a"):
+        load_cards(["used_cards:A", "used_cards:B", "used_cards:C"], ["standard"])
+    with pytest.raises(CardError, match=r"uses \['nope'\], which are not loaded"):
+        load_cards(["used_cards:D"], ["standard"])
+    with pytest.raises(CardError, match="neither map"):
+        load_cards(["used_cards:E"], ["standard"])
+    from cardflow.builtin_cards import ActiveUsers, TopEvents
+
+    assert len(set(placement([ActiveUsers(), TopEvents()]).values())) == 2  # unrelated: placed apart

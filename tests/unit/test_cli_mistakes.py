@@ -76,3 +76,8 @@ def test_an_api_port_in_use(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         one_line_error(run(["api"], tmp_path, CARDFLOW_API_PORT=str(port)), f"127.0.0.1:{port}",
                        "CARDFLOW_API_PORT", logs=True)
+
+
+def test_cards_using_each_other_are_refused_at_start(tmp_path: Path) -> None:
+    one_line_error(run(["worker", "people"], tmp_path, CARDFLOW_CARDS="tests.integration.cycle_cards",
+                       **UNREACHABLE), "cycle: chicken → egg → chicken")
