@@ -33,7 +33,7 @@ class CardScheduler:
         self.db_path = db_path
         self.busy = busy
         self.dirty: dict[str, set[int]] = {card.id: set() for card in cards}
-        self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}
+        self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}  # all run once at start
         self.penalty: dict[str, float] = {}
         self.pending_since: dict[str, float] = {}  # card → when its oldest unpublished change came
         self.behind_factor = behind_factor
@@ -82,7 +82,7 @@ class CardScheduler:
                 for partition in sorted(dirty):
                     jobs[partition].append(card_id)
                 dirty.clear()  # marks made while the maps run are kept for the next run
-                self.not_before[card_id] = now + self.cards[card_id].debounce
+                self.not_before[card_id] = self.next_run(card_id, now)
                 taken[card_id] = self.pending_since.pop(card_id, now)
         loop = asyncio.get_running_loop()
         for partition in set(self.changed_keys) - owned:
@@ -115,18 +115,26 @@ class CardScheduler:
                 else:
                     self.penalty.pop(card_id, None)
 
+    def next_run(self, card_id: str, now: float) -> float:
+        """When the card may run next (monotonic): after its debounce, or at its schedule's next time."""
+        card = self.cards[card_id]
+        if card.timetable is None:
+            return now + card.debounce
+        wall = time.time()
+        return now + card.timetable.next_after(wall) - wall
+
     def report_lag(self, now: float) -> None:
         metrics = self.process.metrics
         for card_id, card in self.cards.items():
             pending = now - self.pending_since[card_id] if card_id in self.pending_since else 0.0
             metrics.pending_seconds.labels(card_id).set(pending)
-            metrics.behind.labels(card_id).set(int(pending > card.debounce * self.behind_factor))
+            metrics.behind.labels(card_id).set(int(pending > card.cadence * self.behind_factor))
 
     def behind(self) -> dict[str, float]:
         """Cards whose oldest pending change waited over ``behind_factor`` debounces: card → seconds."""
         now, pending = time.monotonic(), self.pending_since.copy()  # copied at once: another thread's
         return {card_id: round(now - since, 1) for card_id, since in sorted(pending.items())
-                if now - since > self.cards[card_id].debounce * self.behind_factor}
+                if now - since > self.cards[card_id].cadence * self.behind_factor}
 
     def _publish(self, loop: asyncio.AbstractEventLoop, sent: list[concurrent.futures.Future[Any]],
                  partial: Partial) -> None:

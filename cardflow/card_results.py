@@ -128,6 +128,18 @@ class CardReducer:
             self._totals[card_id] = self.cards[card_id].total(decode_partial(p.partial) for p in partials)
         return self._totals[card_id]
 
+    def offsets(self, card_id: str) -> dict[int, int]:
+        """Per partition, the events offset the card's result includes: its partials', and for a
+        card built on cards, the least of theirs (its result is only as new as the oldest)."""
+        card = self.cards[card_id]
+        own = {p: partial.offset for p, partial in self._partials[card_id].items()}
+        sources = [own] if card.maps() else []
+        sources += [self.offsets(used) for used in card.uses]
+        if len(sources) == 1:
+            return sources[0]
+        common = set.intersection(*(set(s) for s in sources)) if sources else set()
+        return {p: min(s[p] for s in sources) for p in sorted(common)}
+
     def complete(self, card_id: str) -> bool:
         """Every partition has a partial of the card's configuration, and so has every card it uses."""
         card = self.cards[card_id]
@@ -160,7 +172,7 @@ class CardReducer:
             "card_id": card.id, "card_version": card.version, "title": card.title, "summary": "",
             "widgets": "[]", "generated_at": int(time.time() * 1000),
             "max_ts": max((p.max_ts for p in partials), default=0),
-            "offsets": {str(p.partition): p.offset for p in partials} if card.maps() else {},
+            "offsets": {str(p): o for p, o in self.offsets(card_id).items()},
             "run_ms": 0.0, "error": None, "config": self.configs[card_id],
             "partitions": len(self._partials[card_id]) if card.maps() else self.partitions,
             "complete": self.complete(card_id),

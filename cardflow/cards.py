@@ -36,6 +36,7 @@ import base64
 import hashlib
 import inspect
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -57,8 +58,9 @@ class Card:
     ``params`` (defaults, overridable per deployment), ``requires`` (profile
     script names the card reads), ``uses`` (ids of cards whose latest totals
     ``render(total, cards)`` gets; a card with ``uses`` may have no ``map`` at
-    all), ``debounce`` (seconds between runs per partition) and ``budget``
-    (seconds a run may take).
+    all), ``debounce`` (seconds between runs per partition), ``schedule`` (run
+    on a schedule instead of on every change: an interval such as ``"5m"``, or
+    a cron expression) and ``budget`` (seconds a run may take).
     """
 
     id: ClassVar[str] = ""
@@ -67,6 +69,7 @@ class Card:
     params: ClassVar[dict[str, Any]] = {}
     requires: ClassVar[tuple[str, ...]] = ("standard",)
     uses: ClassVar[tuple[str, ...]] = ()
+    schedule: ClassVar[str | None] = None
     debounce: ClassVar[float] = 1.0
     budget: ClassVar[float] = 10.0
 
@@ -83,6 +86,7 @@ class Card:
             raise CardError(f"card {self.id!r}: unknown parameter(s) {sorted(unknown)}; "
                             f"it takes {sorted(self.params)}")
         self.p: dict[str, Any] = {**self.params, **params}
+        self.timetable = Schedule.parse(self.schedule, self.id) if self.schedule else None
         cls = type(self)
         if self.incremental() and cls.reduce is not Card.reduce and cls.retract is Card.retract:
             raise CardError(f"card {self.id!r} defines contribute() and its own reduce(), so its partial "
@@ -100,6 +104,11 @@ class Card:
     def incremental(cls) -> bool:
         """True when the card defines ``contribute``."""
         return cls.contribute is not Card.contribute
+
+    @property
+    def cadence(self) -> float:
+        """Seconds between two runs: the schedule's period, else the debounce."""
+        return self.timetable.period if self.timetable is not None else self.debounce
 
     @classmethod
     def maps(cls) -> bool:
@@ -310,6 +319,46 @@ def load_cards(paths: Iterable[str], scripts: Iterable[str],
         cards[card_id] = alias
     _check_uses(cards)
     return tuple(cards.values())
+
+
+class Schedule:
+    """When a scheduled card runs: every ``"30s"``/``"5m"``/``"1h"``/``"1d"`` (aligned to the
+    epoch, so every worker agrees), or at the times of a cron expression (UTC; a sixth field
+    is seconds)."""
+
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+    def __init__(self, text: str, interval: float | None) -> None:
+        self.text = text
+        self.interval = interval
+        self.period = interval if interval is not None else self._cron_period()
+
+    @classmethod
+    def parse(cls, text: Any, card_id: str) -> Schedule:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text) if isinstance(text, str) else None
+        if match:
+            interval = float(match[1]) * cls.UNITS[match[2]]
+            if interval < 1:
+                raise CardError(f"card {card_id!r}: schedule {text!r} is under a second")
+            return cls(text, interval)
+        from croniter import croniter
+
+        if not isinstance(text, str) or not croniter.is_valid(text):
+            raise CardError(f"card {card_id!r}: schedule {text!r} is neither an interval such as '5m' "
+                            "(s, m, h, d) nor a cron expression such as '*/5 * * * *'")
+        return cls(text, None)
+
+    def next_after(self, wall: float) -> float:
+        """The first run time (epoch seconds) after ``wall``."""
+        if self.interval is not None:
+            return (wall // self.interval + 1) * self.interval
+        from croniter import croniter
+
+        return float(croniter(self.text, wall).get_next(float))
+
+    def _cron_period(self) -> float:
+        first = self.next_after(time.time())
+        return self.next_after(first) - first
 
 
 def _check_uses(cards: Mapping[str, Card]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from cardflow.kafka_clients import aiokafka_options
 
 from .auth import SETTINGS_KEY, require
 from .errors import error
+from .ingest import ACCEPTED_KEY, Accepted
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -78,6 +80,22 @@ class ResultStore:
 
     def _news(self, seen: int) -> Callable[[], bool]:
         return lambda: self.version > seen or self.closing
+
+    async def including(self, card_id: str, targets: dict[int, int], wait: float) -> dict[str, Any] | None:
+        """The card's first result that includes every ``partition: offset`` of ``targets`` (its
+        offsets reach them); None after ``wait`` seconds."""
+
+        def included() -> bool:
+            card = self.results.get(card_id)
+            offsets = card["offsets"] if card else {}
+            return self.closing or all(offsets.get(str(p), -1) >= o for p, o in targets.items())
+
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(included), wait)
+        card = self.results.get(card_id)
+        offsets = card["offsets"] if card else {}
+        return card if card and all(offsets.get(str(p), -1) >= o for p, o in targets.items()) else None
 
 
 STORE_KEY = web.AppKey("results", ResultStore)
@@ -141,9 +159,19 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
     async def get_card(request: web.Request) -> web.Response:
         card_id = request.match_info["id"]
         await loaded()
+        after = request.query.get("after")
         card = store.results.get(card_id)
-        if card is None:
+        if card is None and after is None:
             raise error(404, "not_found", f"no card {card_id!r}; known cards: {sorted(store.results)}")
+        if after is not None:
+            targets = _targets(after, request.app.get(ACCEPTED_KEY))
+            wait = settings.wait_timeout_ms / 1000
+            card = await store.including(card_id, targets, wait)
+            if card is None:
+                raise error(504, "not_yet_included", f"no result of card {card_id!r} includes "
+                            f"{after!r} after {settings.wait_timeout_ms} ms (wait_timeout_ms)", None,
+                            offsets=(store.results.get(card_id) or {}).get("offsets"))
+        assert card is not None
         return web.json_response(fresh(card), dumps=_dumps)
 
     async def stream(request: web.Request, card_id: str | None) -> web.StreamResponse:
@@ -191,6 +219,23 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/v1/cards/stream", stream_all)  # every card on one connection (the dashboard's)
     app.router.add_get("/v1/cards/{id}", get_card)
     app.router.add_get("/v1/cards/{id}/stream", stream_card)
+
+
+def _targets(after: str, accepted: Accepted | None) -> dict[int, int]:
+    """``?after=``: ``partition:offset`` pairs (comma-separated, as the push API answers them),
+    or the id of an event this replica accepted lately."""
+    if re.fullmatch(r"\d{1,9}:\d{1,19}(,\d{1,9}:\d{1,19})*", after):
+        targets: dict[int, int] = {}
+        for pair in after.split(","):
+            partition, offset = (int(x) for x in pair.split(":"))
+            targets[partition] = max(offset, targets.get(partition, -1))
+        return targets
+    found = accepted.where.get(after) if accepted is not None else None
+    if found is None:
+        raise error(400, "unknown_after", f"after={after!r} is neither partition:offset pairs (the push "
+                    "API's \"offsets\", e.g. 3:1200,5:88) nor the id of an event this API replica accepted "
+                    f"lately (its last {accepted.size if accepted else 0})")
+    return {found[0]: found[1]}
 
 
 def fresh(card: dict[str, Any]) -> dict[str, Any]:

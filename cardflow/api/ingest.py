@@ -27,6 +27,22 @@ from .auth import SETTINGS_KEY, require
 from .errors import error
 from .profiles import wait_folded
 
+
+class Accepted:
+    """The events offsets of event ids this replica accepted lately (``?after=<event_id>``)."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self.where: dict[str, tuple[int, int]] = {}  # event id → (partition, offset), oldest first
+
+    def add(self, event_id: str, partition: int, offset: int) -> None:
+        self.where[event_id] = (partition, offset)
+        if len(self.where) > self.size:
+            del self.where[next(iter(self.where))]
+
+
+ACCEPTED_KEY = web.AppKey("accepted", Accepted)
+
 PRODUCER_KEY = web.AppKey("producer", AsyncProducer)
 _VIA: list[tuple[str, str | bytes | None]] = [("cardflow-via", b"http")]
 JSON_TYPES = {"application/json", ""}
@@ -182,8 +198,15 @@ async def _produce(request: web.Request, items: list[_Item | Rejected]) -> web.R
                         headers={"Retry-After": "5"}, accepted=acked, rejected=rejected)
         raise error(502, "delivery_failed", f"Kafka refused {len(failures)} event(s): {failures[0]}",
                     accepted=acked, rejected=rejected)
+    offsets: dict[str, int] = {}  # partition → the highest offset this request's events got
+    accepted = request.app[ACCEPTED_KEY]
+    for (_, event, _), result in zip(valid, results, strict=True):
+        partition, offset = cast(tuple[int, int], result)
+        offsets[str(partition)] = max(offset, offsets.get(str(partition), -1))
+        accepted.add(event.event_id, partition, offset)
     body: dict[str, Any] = {"accepted": acked, "rejected": rejected,
-                            "event_ids": [e.event_id for _, e, _ in valid]}
+                            "event_ids": [e.event_id for _, e, _ in valid],
+                            "offsets": ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))}
     if request.query.get("wait", "").lower() in ("1", "true", "yes"):
         targets: dict[str, int] = {}
         for (_, event, _), result in zip(valid, results, strict=True):
@@ -230,6 +253,7 @@ async def post_users(request: web.Request) -> web.Response:
 
 def add_ingest_routes(app: web.Application, settings: Settings, registry: CollectorRegistry) -> None:
     app[METRICS_KEY] = IngestMetrics(registry)
+    app[ACCEPTED_KEY] = Accepted()
 
     async def start_producer(app: web.Application) -> None:
         app[PRODUCER_KEY] = AsyncProducer(producer_config(

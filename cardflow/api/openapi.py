@@ -65,6 +65,9 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "accepted": {"type": "integer"},
                     "event_ids": {"type": "array", "items": {"type": "string"}},
+                    "offsets": {"type": "string", "description": (
+                        "partition:offset pairs (comma-separated) the events got in `events`: "
+                        "GET /v1/cards/{id}?after=<offsets> waits for the result including them")},
                     "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Rejected"}},
                 },
             },
@@ -155,11 +158,20 @@ DOCUMENT: dict[str, Any] = {
                 "complete": {"type": "boolean"}}}, "the cards"), **_READ_ERRORS},
         }},
         "/v1/cards/{id}": {"get": {
-            "summary": "One card's latest result",
+            "summary": "One card's latest result; with ?after=, the first result that includes those events",
             "security": [{"bearer": []}],
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "after", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "partition:offset pairs as POST /v1/events answers them, or the id of an "
+                                "event this replica accepted lately: wait (up to wait_timeout_ms) for the "
+                                "result that includes it"}],
             "responses": {"200": _json({"$ref": "#/components/schemas/Card"}, "the card"),
-                          "404": _json(_ERROR, "unknown card"), **_READ_ERRORS},
+                          "404": _json(_ERROR, "unknown card"),
+                          "504": _json(_ERROR, "no result included it within wait_timeout_ms"),
+                          **_READ_ERRORS,
+                          "400": _json(_ERROR, "after= is neither offsets nor a known event id, or a "
+                                               "request the server cannot read")},
         }},
         "/v1/cards/{id}/stream": {"get": {
             "summary": "Server-sent events: the card's result now and on every change (event: result)",

@@ -37,3 +37,15 @@ class Conversion(Card):
 
     def summary(self, total: Any, cards: dict[str, Any]) -> str:
         return f"{cards['purchasers'] or 0} of {cards['visitors'] or 0}"
+
+
+class Tally(Card):
+    """A batched card: runs every 4 s (aligned to the epoch), not on every change."""
+
+    schedule = "4s"
+
+    def contribute(self, profile: dict[str, Any]) -> int:
+        return 1
+
+    def render(self, total: Any) -> list[Widget]:
+        return [Number(total or 0)]

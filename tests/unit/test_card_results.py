@@ -153,3 +153,6 @@ def test_a_card_built_on_cards_renders_their_totals_and_is_complete_when_they_ar
     result = reducer.result("buyer-share")
     assert result["complete"] is True and result["error"] is None and result["max_ts"] == 20
     assert orjson.loads(result["widgets"])[0]["value"] == 0.5 and result["summary"] == "1 of 2"
+    assert result["offsets"] == {"0": 5, "1": 7}  # as far as both used cards include
+    reducer.add(map_partition(users, 1, P1, max_ts=30, offset=9))
+    assert reducer.result("buyer-share")["offsets"] == {"0": 5, "1": 7}
