@@ -70,6 +70,7 @@ class Card:
     requires: ClassVar[tuple[str, ...]] = ("standard",)
     uses: ClassVar[tuple[str, ...]] = ()
     schedule: ClassVar[str | None] = None
+    examples: ClassVar[list[dict[str, Any]]] = []  # for `cardflow card test`: events in, summary/total out
     debounce: ClassVar[float] = 1.0
     budget: ClassVar[float] = 10.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -342,10 +343,72 @@ def api(ctx: click.Context) -> None:
     run_api(_settings(ctx))
 
 
+@cli.group()
+def card() -> None:
+    """Try cards locally: no Kafka, the worker's own fold and card runtime."""
+
+
+@card.command("run")
+@click.argument("path")
+@click.option("--events", "events_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Events: one JSON object per line, or a JSON array.")
+@click.option("--params", default=None, help="The card's parameters, as JSON.")
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write a standalone HTML preview drawn by the dashboard's own code.")
+@click.pass_context
+def card_run(ctx: click.Context, path: str, events_path: str, params: str | None,
+             html_path: str | None) -> None:
+    """Fold the events with the configured profile scripts, run the cards of PATH (a .py file,
+    a directory or a module) over them, and print each summary and widget."""
+    import orjson
+
+    from cardflow import runner
+    from cardflow.errors import CardError
+
+    settings = _settings(ctx)
+    try:
+        given = orjson.loads(params) if params else None
+    except orjson.JSONDecodeError as exc:
+        raise CardError(f"--params is not JSON: {exc}") from None
+    if given is not None and not isinstance(given, dict):
+        raise CardError("--params must be a JSON object, e.g. '{\"period\": \"weeks\"}'")
+    cards, used, scripts = runner.load(path, settings, given)
+    folded = runner.fold(runner.read_events(Path(events_path)), settings, scripts)
+    results = runner.run((*cards, *used), folded, settings.partitions)
+    mine = [r for r in results if r["id"] in {c.id for c in cards}]
+    click.echo(runner.text(mine, folded))
+    if html_path:
+        Path(html_path).write_text(runner.preview(mine))
+        click.echo(f"\npreview: {html_path}")
+    if any(r["error"] for r in mine):
+        sys.exit(1)
+
+
+@card.command("test")
+@click.argument("path")
+@click.pass_context
+def card_test(ctx: click.Context, path: str) -> None:
+    """Run the ``examples`` of the cards of PATH: events in, expected summary or total out."""
+    from cardflow import runner
+
+    settings = _settings(ctx)
+    cards, used, scripts = runner.load(path, settings)
+    count = sum(len(getattr(c, "examples", ()) or ()) for c in cards)
+    failures = runner.examples(cards, used, settings, scripts)
+    for failure in failures:
+        click.echo(f"FAIL {failure}")
+    click.echo(f"{count - len(failures)} of {count} examples passed" if count else
+               f"no examples in {path}: give a card examples = [{{'events': [...], 'summary': ...}}]")
+    if failures or not count:
+        sys.exit(1)
+
+
 @cli.command()
 @click.option("--rate", default=20.0, show_default=True, help="Demo events per second (0: none).")
+@click.option("--watch", is_flag=True,
+              help="Restart the people worker when a card or profile script changes.")
 @click.pass_context
-def dev(ctx: click.Context, rate: float) -> None:
+def dev(ctx: click.Context, rate: float, watch: bool) -> None:
     """Run everything locally: broker, topics, people worker, API and a demo stream.
 
     Stops everything cleanly on Ctrl-C.
@@ -354,7 +417,7 @@ def dev(ctx: click.Context, rate: float) -> None:
 
     settings = _settings(ctx)
     _check_plugins(settings)  # the worker would refuse them too, but only after the broker started
-    sys.exit(run_dev(settings, rate=rate, config=ctx.find_root().params.get("config")))
+    sys.exit(run_dev(settings, rate=rate, config=ctx.find_root().params.get("config"), watch=watch))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})

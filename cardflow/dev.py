@@ -62,7 +62,47 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
     return False
 
 
-def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -> int:
+class Watcher:
+    """The files of the configured cards and profile scripts (``.py`` paths, directories, and the
+    files of modules outside site-packages), and whether any changed since the last look."""
+
+    def __init__(self, settings: Settings) -> None:
+        named = (*settings.cards, *settings.profile_scripts)
+        self.paths = sorted({p for path in named for p in _files_of(path)})
+        self.seen = self._stamps()
+
+    def _stamps(self) -> dict[Path, float]:
+        stamps = {}
+        for path in self.paths:
+            for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+                try:
+                    stamps[file] = file.stat().st_mtime
+                except OSError:
+                    stamps[file] = -1.0  # deleted: a change too
+        return stamps
+
+    def changed(self) -> list[Path]:
+        now = self._stamps()
+        changed = sorted(f for f in now.keys() | self.seen.keys() if now.get(f) != self.seen.get(f))
+        self.seen = now
+        return changed
+
+
+def _files_of(path: str) -> list[Path]:
+    if path.endswith(".py") or "/" in path:
+        return [Path(path).expanduser().resolve()]
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(path.partition(":")[0])
+    except (ImportError, ValueError):
+        return []
+    if spec is None or spec.origin is None or "site-packages" in spec.origin:
+        return []  # installed code does not change under a developer's hands
+    return [Path(spec.origin).resolve()]
+
+
+def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None, watch: bool = False) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code (non-zero when a service died)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,7 +153,26 @@ def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None) -
 
         if rate > 0:
             threading.Thread(target=demo, name="demo", daemon=True).start()
+        watcher = Watcher(settings) if watch else None
+        if watcher is not None:
+            print(f"Watching {len(watcher.seen)} files of cards and profile scripts", flush=True)
         while not stop.wait(0.5):
+            if watcher is not None and (changed := watcher.changed()):
+                # The broker, topics, API and other workers stay; the people worker loads them anew.
+                print(f"changed: {', '.join(str(f) for f in changed)}; restarting the people worker",
+                      flush=True)
+                _stop(children["worker people"])
+                children["worker people"] = _spawn(SERVICES["worker people"], config, logs / "people.log")
+                continue
+            if watcher is not None and children["worker people"].poll() is not None:
+                print("error: the people worker stopped (a mistake in a card or script? see "
+                      f"{logs / 'people.log'}); waiting for a change to try again", file=sys.stderr,
+                      flush=True)
+                watcher.changed()
+                while not stop.wait(0.5) and not watcher.changed():
+                    pass
+                children["worker people"] = _spawn(SERVICES["worker people"], config, logs / "people.log")
+                continue
             dead = [name for name, proc in children.items() if proc.poll() is not None]
             if dead or demo_error:
                 why = demo_error[0] if demo_error else f"{', '.join(dead)} exited"

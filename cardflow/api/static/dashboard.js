@@ -239,6 +239,12 @@ function askToken(message) {
 }
 
 async function start() {
+  if (window.CARDFLOW_PREVIEW) {  // `cardflow card run --html`: results in the page, no server
+    window.CARDFLOW_PREVIEW.forEach(renderCard);
+    document.getElementById("empty").hidden = window.CARDFLOW_PREVIEW.length > 0;
+    setStatus("live", "preview");
+    return;
+  }
   try {
     if (await load()) follow();
   } catch (err) {
