@@ -242,6 +242,9 @@ class Settings(BaseSettings):
     cards: tuple[str, ...] = Field(
         ("cardflow.builtin_cards",), description="modules (or module:Class) holding the cards to run"
     )
+    views: tuple[str, ...] = Field(
+        ("cardflow.builtin_views",), description="modules (or module:attr, or files) holding per-user views"
+    )
     card_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='per-card parameters (JSON): {"retention": {"period": "weeks"}}'
     )
@@ -270,7 +273,7 @@ class Settings(BaseSettings):
             raise ValueError('must map card ids to parameter objects: {"retention": {"period": "weeks"}}')
         return value
 
-    @field_validator("profile_scripts", "worker_urls", "cards", mode="before")
+    @field_validator("profile_scripts", "worker_urls", "cards", "views", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
@@ -403,7 +406,7 @@ class Settings(BaseSettings):
                 continue
             if name == "api_tokens":
                 value = ";".join(f"{t}:{','.join(sorted(s))}" for t, s in value.items())
-            elif name in ("profile_scripts", "worker_urls", "cards"):
+            elif name in ("profile_scripts", "worker_urls", "cards", "views"):
                 value = ",".join(value)
             elif name == "card_params":
                 value = json.dumps(value)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -16,7 +18,7 @@ from cardflow.agents.derived import DerivedSink
 from cardflow.agents.folder import PeopleMetrics, ProfileFolder, Topics
 from cardflow.agents.profiles import fold_profiles
 from cardflow.app import create_app, raw_topic, table_options
-from cardflow.batches import BatchingApp
+from cardflow.batches import BatchingApp, is_table_key, partition_db
 from cardflow.cards import load_cards
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import (
@@ -61,7 +63,7 @@ def build_people(settings: Settings) -> faust.App:
         map_cards(app, settings, cards, changes, profiles, partials, card_metrics)  # → card-partials
         reduce_cards(app, settings, cards, partials, results, card_metrics)        # → results
 
-    profile_pages(app, profiles)
+    profile_pages(app, profiles, events.get_topic_name())
     metrics_page(app, registry, folder)
     return app
 
@@ -77,7 +79,7 @@ def profiles_table(app: faust.App, settings: Settings) -> faust.types.TableT:
     )
 
 
-def profile_pages(app: faust.App, profiles: faust.types.TableT) -> None:
+def profile_pages(app: faust.App, profiles: faust.types.TableT, events_topic: str) -> None:
     """``GET /profiles/{uid}/`` on any worker: answered by the worker holding the profile."""
 
     @app.page("/profiles/{uid}/")
@@ -89,6 +91,22 @@ def profile_pages(app: faust.App, profiles: faust.types.TableT) -> None:
             # Faust's router has no metadata for the table yet (the worker is starting): retry.
             return view.json({"error": "not_ready", "message": f"this worker cannot route {uid!r} yet "
                               f"({exc}); retry in a moment"}, status=503)
+
+    @app.page("/profiles/")
+    async def sample_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """Up to ``?limit=`` uids (at most 200) from this worker's own partitions: a profiles
+        browser's sample, spread over the partitions."""
+        try:
+            limit = max(1, min(200, int(request.query.get("limit", "20"))))
+        except ValueError:
+            limit = 20
+        owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic)
+        found: list[list[str]] = []
+        for partition in owned:  # up to the limit from each, then taken in turns: spread, and full
+            keys = (k.decode() for k in partition_db(profiles.data, partition).keys() if is_table_key(k))
+            found.append(list(itertools.islice(keys, limit)))
+        uids = [uid for turn in itertools.zip_longest(*found) for uid in turn if uid is not None]
+        return view.json({"uids": uids[:limit]})
 
     @app.table_route(table=profiles, match_info="uid")
     async def profile(view: faust.web.View, request: faust.web.Request, uid: str) -> faust.web.Response:

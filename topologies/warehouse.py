@@ -97,6 +97,29 @@ def answer_pages(app: faust.App, wh: Warehouse, answers: Answers) -> None:
     async def schema(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return await answer(view, answers.schema)
 
+    @app.page("/warehouse/user-events/")
+    async def user_events(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """A user's latest events (``?uid=``, ``?limit=`` up to 100), newest first."""
+        uid = request.query.get("uid", "")
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not uid or not 1 <= limit <= 100:
+            return view.json({"error": "bad_query", "message": "give ?uid= and a ?limit= from 1 to 100"},
+                             status=400)
+
+        def latest() -> tuple[dict[str, Any], bool]:
+            rows = wh.query(f"SELECT event_id, event, toUnixTimestamp64Milli(ts) AS ts, properties, source "
+                            f"FROM {wh.database}.events FINAL WHERE uid = {{uid:String}} "
+                            "ORDER BY ts DESC, event_id LIMIT {limit:UInt32}", {"uid": uid, "limit": limit})
+            for row in rows:
+                row["ts"] = int(row["ts"])
+                row["properties"] = orjson.loads(row["properties"] or "{}")
+            return {"uid": uid, "events": rows}, False
+
+        return await answer(view, latest)
+
     @app.page("/warehouse/stats/")
     async def stats(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         def count() -> tuple[dict[str, int], bool]:

@@ -18,6 +18,7 @@ from .ingest import add_ingest_routes
 from .openapi import add_openapi_route
 from .profiles import add_profile_routes
 from .server import serve
+from .users import add_user_routes
 from .warehouse import add_warehouse_routes
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def create_api(settings: Settings) -> web.Application:
     add_profile_routes(app, settings)
     add_card_routes(app, settings)
     add_warehouse_routes(app, settings)
+    add_user_routes(app, settings)
     add_openapi_route(app)
     if not settings.api_tokens:
         log.warning("CARDFLOW_API_TOKENS is empty: the API accepts requests without a token")

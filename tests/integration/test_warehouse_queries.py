@@ -217,6 +217,14 @@ def test_queries_through_the_topology_equal_the_reference(settings: Settings, se
     status, _, got = http("GET", f"{base}/v1/warehouse/schema", headers={"Authorization": "Bearer reader"})
     assert status == 200 and set(got["events"]) == {e["event"] for e in events}
     assert {"country", "plan"} <= set(got["user_properties"]) and "amount" in got["event_properties"]
+    # A user's recent events (the user page's), newest first, from the warehouse.
+    uid = events[0]["uid"]
+    mine = sorted((e for e in events if e["uid"] == uid), key=lambda e: (-e["ts"], e["event_id"]))[:5]
+    reader = {"Authorization": "Bearer reader"}
+    status, _, got = http("GET", f"{base}/v1/users/{uid}/events?limit=5", headers=reader)
+    assert status == 200 and [(e["event_id"], e["ts"]) for e in got["events"]] == [
+        (e["event_id"], e["ts"]) for e in mine]
+    assert http("GET", f"{base}/v1/users/{uid}/events?limit=0", headers=reader)[0] == 400
     # The notebook guide runs as written, and its client agrees with the API.
     run_notebook_doc(base, "admin-token")
     from cardflow.client import Client

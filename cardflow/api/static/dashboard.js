@@ -13,6 +13,20 @@ function q(path) {
   return token ? `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : path;
 }
 
+function userLink(uid) {
+  return q(`/users/${encodeURIComponent(uid)}`);
+}
+
+function lookup() {  // the header's "look a user up" box, on every page
+  const form = document.getElementById("lookup");
+  if (!form) return;
+  form.onsubmit = (event) => {
+    event.preventDefault();
+    const uid = document.getElementById("lookup-uid").value.trim();
+    if (uid) location.href = userLink(uid);
+  };
+}
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -130,7 +144,15 @@ const WIDGETS = {
   users(w) {
     const keys = [...new Set(w.users.flatMap((u) => Object.keys(u)))];
     const show = (k, v) => (/(_seen|_at|^ts)$/.test(k) && typeof v === "number" ? ago(v) : v);
-    return table(keys, w.users.map((u) => keys.map((k) => show(k, u[k]))));
+    const drawn = table(keys, w.users.map((u) => keys.map((k) => show(k, u[k]))));
+    const column = keys.indexOf("uid");
+    if (column >= 0) {  // each uid opens its user page
+      drawn.querySelectorAll("tbody tr").forEach((tr, i) => {
+        const cell = tr.children[column];
+        cell.replaceChildren(el("a", {href: userLink(w.users[i].uid), text: String(w.users[i].uid)}));
+      });
+    }
+    return drawn;
   },
   cohort(w) {
     const width = Math.max(0, ...w.rows.map((r) => r.cells.length));
@@ -234,7 +256,7 @@ function askToken(message) {
     token = document.getElementById("token").value.trim();
     localStorage.setItem("cardflow-token", token);
     form.hidden = true;
-    start();
+    if (window.CARDFLOW_PAGE) location.reload(); else start();
   };
 }
 
@@ -254,4 +276,5 @@ async function start() {
 }
 
 setInterval(freshness, 1000);
-start();
+lookup();
+if (!window.CARDFLOW_PAGE) start();  // the user page (user.js) uses the widgets only
