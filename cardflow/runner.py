@@ -77,15 +77,28 @@ def fold(events: Iterable[Any], settings: Settings, scripts: ScriptSet) -> Folde
             continue
         users.setdefault(event.uid, []).append((event, n))
     horizon = int(settings.dedup_horizon_days * 86_400_000)
-    for uid, mine in users.items():
-        value = new_value()
-        result = fold_value(value, None, mine, scripts, horizon)
-        for _, offset, script, why in result.failed:
-            out.rejected.append(f"event {offset + 1}: profile script {script!r} failed: {why}")
-        if result.folded:
-            partition = partition_of(mine[0][0].key, settings.partitions)  # as the worker places it
-            out.profiles.setdefault(partition, {})[uid] = {**value["profile"], "uid": uid}  # as maps see it
+    values: dict[str, dict[str, Any]] = {}
+    offset = len(out.rejected) + sum(map(len, users.values()))
+    while users:  # derived events (emit) are folded in turn, as the worker folds them from `events`
+        derived: dict[str, list[tuple[Event, int]]] = {}
+        for uid, mine in users.items():
+            value = values.setdefault(uid, new_value())
+            before = orjson.dumps(value["profile"]) if value["meta"]["offset"] >= 0 else None
+            result = fold_value(value, before, mine, scripts, horizon)
+            for _, at, script, why in result.failed:
+                out.rejected.append(f"event {at + 1}: profile script {script!r} failed: {why}")
+            for _, deep in result.too_deep:
+                out.rejected.append(f"derived {deep['event']!r}: past max_derived_depth")
             out.events += result.folded
+            for _, emitted in result.derived:
+                decoded = decoder.object(emitted, now)
+                derived.setdefault(decoded.uid, []).append((decoded, offset))
+                offset += 1
+        users = derived
+    for uid, value in values.items():
+        if value["meta"]["version"]:
+            partition = partition_of(uid.encode(), settings.partitions)  # as the worker places it
+            out.profiles.setdefault(partition, {})[uid] = {**value["profile"], "uid": uid}  # as maps see it
             out.max_ts = max(out.max_ts, value["meta"]["max_ts"])
     return out
 
@@ -115,7 +128,7 @@ def load(path: str, settings: Settings, params: Mapping[str, Any] | None = None
          ) -> tuple[tuple[Card, ...], tuple[Card, ...], ScriptSet]:
     """The cards of ``path`` (with ``params``), every card they use (from the configured cards),
     and the configured profile scripts."""
-    scripts = ScriptSet(load_scripts(settings.profile_scripts))
+    scripts = ScriptSet(load_scripts(settings.profile_scripts), max_derived_depth=settings.max_derived_depth)
     names = [s.name for s in scripts.scripts]
     mine = load_cards([path], names, {c: dict(params) for c in _ids(path)} if params else None)
     others = {c.id: c for c in load_cards(settings.cards, names, settings.card_params)} if any(

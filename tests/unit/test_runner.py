@@ -67,3 +67,31 @@ def test_the_dev_watcher_sees_cards_and_scripts_change(tmp_path: Path) -> None:
     assert watcher.changed() == [cards / "a.py"] and watcher.changed() == []
     fragile = ROOT / "tests" / "integration" / "fragile_scripts.py"
     assert fragile in watcher.seen  # a module outside site-packages is watched by its file
+
+
+def test_the_readme_walkthrough_files_are_the_readme_s_and_run() -> None:
+    """`Writing analytics` in the README shows examples/analytics/*.py as they are, and they work."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    for name in ("scripts.py", "cards.py", "views.py"):
+        shown = re.search(rf"```python\n# examples/analytics/{name}\n(.*?)```", readme, re.S)
+        assert shown is not None, name
+        code = (ROOT / "examples" / "analytics" / name).read_text()
+        squeeze = lambda text: [line.split("  #")[0].rstrip() for line in text.splitlines() if line.strip()]  # noqa: E731
+        assert squeeze(shown[1]) == squeeze(code), name
+    settings = load_settings(env={}).replace(
+        profile_scripts=("cardflow.standard", str(ROOT / "examples" / "analytics" / "scripts.py")))
+    result = CliRunner().invoke(cli, ["card", "test", str(ROOT / "examples" / "analytics" / "cards.py")],
+                                obj=settings)
+    assert (result.exit_code, result.output) == (0, "1 of 1 examples passed\n")
+    result = CliRunner().invoke(cli, ["card", "run", str(ROOT / "examples" / "analytics" / "cards.py"),
+                                      "--events", str(ROOT / "examples" / "events.jsonl")], obj=settings)
+    assert result.exit_code == 0 and "summary: 6 repeat buyers" in result.output
+    assert "406 events folded" in result.output  # the six derived repeat_buyer events folded too
+    assert result.output.split("\n", 1)[1] in readme  # what the README says it prints
+    from cardflow.views import load_views
+
+    [orders] = load_views([str(ROOT / "examples" / "analytics" / "views.py")]).values()
+    drawn = orders.widgets({"orders": {"count": 2, "spent": 30}}, "ann", {}, {})
+    assert [n["value"] for n in drawn[0]["children"]] == [2, 30]
