@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit lint setup kafka-jars test-packages helm clean
+.PHONY: vendor-geo run test test-unit lint setup kafka-jars test-packages helm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,22 @@ vendor-chartjs:
 	cd $$(mktemp -d) && npm pack chart.js@$(CHARTJS) >/dev/null && tar xzf chart.js-$(CHARTJS).tgz && \
 	  cp package/dist/chart.umd.min.js $(CURDIR)/cardflow/api/static/ && \
 	  cp package/LICENSE.md $(CURDIR)/cardflow/api/static/chart.js.LICENSE.md
+
+# The Map widget's choropleth: chartjs-chart-geo (its UMD build carries topojson-client), the
+# world-atlas 110m countries, and ISO 3166 alpha-2 → numeric codes (world-atlas's ids), from npm.
+GEO := 4.3.6
+ATLAS := 2.0.2
+ISO := 7.14.0
+vendor-geo:
+	cd $$(mktemp -d) && npm pack chartjs-chart-geo@$(GEO) world-atlas@$(ATLAS) i18n-iso-countries@$(ISO) >/dev/null && \
+	  for f in *.tgz; do mkdir -p $${f%.tgz} && tar xzf $$f -C $${f%.tgz}; done && \
+	  cp chartjs-chart-geo-$(GEO)/package/build/index.umd.min.js $(CURDIR)/cardflow/api/static/chartjs-chart-geo.umd.min.js && \
+	  cp chartjs-chart-geo-$(GEO)/package/LICENSE $(CURDIR)/cardflow/api/static/chartjs-chart-geo.LICENSE && \
+	  cp world-atlas-$(ATLAS)/package/countries-110m.json $(CURDIR)/cardflow/api/static/ && \
+	  cp world-atlas-$(ATLAS)/package/LICENSE $(CURDIR)/cardflow/api/static/world-atlas.LICENSE && \
+	  cp i18n-iso-countries-$(ISO)/package/LICENSE $(CURDIR)/cardflow/api/static/i18n-iso-countries.LICENSE && \
+	  python3 -c "import json,sys; print(json.dumps({a: n for a, _, n, *_ in json.load(open(sys.argv[1]))}, sort_keys=True))" \
+	    i18n-iso-countries-$(ISO)/package/codes.json > $(CURDIR)/cardflow/api/static/iso-numeric.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

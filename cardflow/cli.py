@@ -405,10 +405,12 @@ def card_test(ctx: click.Context, path: str) -> None:
 
 @cli.command()
 @click.option("--rate", default=20.0, show_default=True, help="Demo events per second (0: none).")
+@click.option("--history", default=60, show_default=True, type=click.IntRange(0, 3650),
+              help="Days of realistic history sent first, when `events` is empty (0: none).")
 @click.option("--watch", is_flag=True,
               help="Restart the people worker when a card or profile script changes.")
 @click.pass_context
-def dev(ctx: click.Context, rate: float, watch: bool) -> None:
+def dev(ctx: click.Context, rate: float, watch: bool, history: int) -> None:
     """Run everything locally: broker, topics, people worker, API and a demo stream.
 
     Stops everything cleanly on Ctrl-C.
@@ -417,7 +419,8 @@ def dev(ctx: click.Context, rate: float, watch: bool) -> None:
 
     settings = _settings(ctx)
     _check_plugins(settings)  # the worker would refuse them too, but only after the broker started
-    sys.exit(run_dev(settings, rate=rate, config=ctx.find_root().params.get("config"), watch=watch))
+    sys.exit(run_dev(settings, rate=rate, config=ctx.find_root().params.get("config"), watch=watch,
+                     history=history))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import ensure_topics
-from cardflow.demo import run_demo
+from cardflow.demo import run_demo, seed_history
 from cardflow.local_kafka import LocalKafka, free_port
 
 # The commands of the stack's services; the Helm chart's pods run the same (a test compares them).
@@ -102,7 +102,8 @@ def _files_of(path: str) -> list[Path]:
     return [Path(spec.origin).resolve()]
 
 
-def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None, watch: bool = False) -> int:
+def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None, watch: bool = False,
+            history: int = 60) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code (non-zero when a service died)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,6 +123,10 @@ def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None, w
     try:
         for name, outcome in sorted(ensure_topics(settings).items()):
             print(f"topic {name}: {outcome}", flush=True)
+        if history:
+            seeded = seed_history(settings, history)
+            print(f"history: {seeded} events over {history} days" if seeded else
+                  "history: events are there already; none added", flush=True)
         logs = settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         children["worker people"] = _spawn(SERVICES["worker people"], config, logs / "people.log")

@@ -184,10 +184,14 @@ def preview(results: list[dict[str, Any]]) -> str:
                         f"<style>{inline('dashboard.css')}</style>")
     page = page.replace('<script src="/static/chart.umd.min.js"></script>',
                         f"<script>{inline('chart.umd.min.js')}</script>")
+    page = page.replace('<script src="/static/chartjs-chart-geo.umd.min.js"></script>',
+                        f"<script>{inline('chartjs-chart-geo.umd.min.js')}</script>"
+                        f"<script>window.CARDFLOW_GEO = {{atlas: {inline('countries-110m.json')}, "
+                        f"numeric: {inline('iso-numeric.json')}}};</script>")
     data = orjson.dumps(shown).decode().replace("</", "<\\/")
-    page = page.replace('<script src="/static/dashboard.js" defer></script>',
-                        f"<script>window.CARDFLOW_PREVIEW = {data};</script>"
-                        f"<script>{inline('dashboard.js')}</script>")
+    page = page.replace('<script src="/static/dashboard.js" defer></script>', "")
+    page = page.replace("</body>", f"<script>window.CARDFLOW_PREVIEW = {data};</script>"  # after the page:
+                        f"<script>{inline('dashboard.js')}</script></body>")  # inline, it cannot defer
     return page.replace("<title>cardflow</title>", f"<title>cardflow preview: "
                         f"{html.escape(', '.join(r['id'] for r in results))}</title>")
 

@@ -26,7 +26,7 @@ EXPECTED = {
     "top-events": ({"bar", "table"}, 1),
     "retention": ({"cohort"}, 0),
     "funnel": ({"funnel"}, 0),
-    "users-by-country": ({"map", "table"}, 0),
+    "users-by-country": ({"map", "table"}, 1),  # the choropleth
     "recent-users": ({"users"}, 0),
 }
 

@@ -77,6 +77,20 @@ function chart(type, labels, datasets, horizontal = false) {
   return box;
 }
 
+let geo = null;  // the countries' shapes and codes, fetched once (inlined in a `card run --html` preview)
+function geography() {
+  if (!geo) {
+    geo = window.CARDFLOW_GEO
+      ? Promise.resolve(window.CARDFLOW_GEO)
+      : Promise.all(["/static/countries-110m.json", "/static/iso-numeric.json"].map(
+          (path) => fetch(path).then((r) => { if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`); return r.json(); })))
+        .then(([atlas, numeric]) => ({atlas, numeric}));
+    geo = geo.then(({atlas, numeric}) => ({
+      countries: ChartGeo.topojson.feature(atlas, atlas.objects.countries).features, numeric}));
+  }
+  return geo;
+}
+
 function download(name, type, text) {
   const url = URL.createObjectURL(new Blob([text], {type}));
   el("a", {href: url, download: name}).click();
@@ -129,10 +143,27 @@ const WIDGETS = {
         JSON.stringify(w.rows.map((r) => Object.fromEntries(w.columns.map((c, i) => [c, r[i]])))))})));
   },
   map(w) {
-    // Drawn as countries ranked by value (a geographic map is not drawn yet).
+    // A choropleth of the world (chartjs-chart-geo, world-atlas 110m), then the countries ranked.
     const entries = Object.entries(w.values).sort((a, b) => b[1] - a[1]);
     const max = Math.max(1, ...entries.map((e) => e[1]));
-    return el("div", {class: "map"}, el("div", {class: "muted", text: w.label || ""}),
+    const canvas = el("canvas", {id: `chart-${++chartSeq}`});
+    const box = el("div", {class: "chart geo"}, canvas);
+    geography().then(({countries, numeric}) => {
+      const byNumeric = new Map(Object.entries(w.values).map(([code, v]) => [numeric[code], v]));
+      const made = new Chart(canvas, {
+        type: "choropleth",
+        data: {labels: countries.map((c) => c.properties.name),
+               datasets: [{label: w.label || "", outline: countries, showOutline: true,
+                           data: countries.map((c) => ({feature: c, value: byNumeric.get(c.id) ?? 0}))}]},
+        options: {animation: false, responsive: true, maintainAspectRatio: false,
+                  plugins: {legend: {display: false}},
+                  scales: {projection: {axis: "x", projection: "equalEarth"},
+                           color: {axis: "x", quantize: 5, legend: {position: "bottom-right", align: "right"}}}},
+      });
+      charts.set(canvas.id, made);
+      canvas.dataset.drawn = String(countries.filter((c) => byNumeric.has(c.id)).length);
+    }).catch((err) => box.replaceChildren(el("p", {class: "muted", text: `map not drawn: ${err.message || err}`})));
+    return el("div", {class: "map"}, el("div", {class: "muted", text: w.label || ""}), box,
       ...entries.map(([code, v]) => el("div", {class: "row", "data-country": code},
         el("span", {text: code}),
         el("div", {class: "bar", style: `width:${(100 * v) / max}%`}),
@@ -200,7 +231,7 @@ function renderCard(result) {
   const body = result.error
     ? [el("div", {class: "error", text: result.error})]
     : result.widgets.map(widget);
-  entry.el.replaceChildren(
+  entry.el.replaceChildren(...[  // nulls left out: replaceChildren would write them as text
     el("h2", {text: result.title}),
     result.summary ? el("p", {class: "summary", text: result.summary}) : null,
     el("div", {class: "fresh", "data-generated": String(result.generated_at),
@@ -209,7 +240,7 @@ function renderCard(result) {
       ? el("p", {class: "incomplete", text: `incomplete: ${result.partitions} partition(s) so far with this ` +
                                              "configuration; the numbers cover only those"})
       : null,
-    ...body);
+    ...body].filter((node) => node != null));
   entry.el.dataset.generated = String(result.generated_at);
   entry.el.classList.toggle("wide", Boolean(entry.el.querySelector('[data-widget="cohort"]')));
   freshness();
