@@ -87,7 +87,9 @@ class ProfileScript:
         if self.matcher is None:
             return True
         wanted = self.seen.get(name)
-        if wanted is None:  # names repeat: each is matched once
+        if wanted is None:  # names repeat: each is matched once (up to MAX_NAMES of them)
+            if len(self.seen) >= MAX_NAMES:
+                self.seen.clear()
             wanted = self.seen[name] = self.matcher.match(name) is not None
         return wanted
 
@@ -144,6 +146,7 @@ def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
 
 REST = ""  # the part of the profile shared by the scripts that declare no fields
 MAX_EMITS = 100  # derived events one script may emit on one event
+MAX_NAMES = 10_000  # distinct event names whose matching scripts are remembered
 
 
 class _Folding:
@@ -223,9 +226,10 @@ class ScriptSet:
         self.reads = [[p for p in (self.part_of[by_name[r]] for r in s.requires) if p != self.part_of[i]]
                       for i, s in enumerate(self.scripts)]
         self.viewed = {self.part_of[i] for i, reads in enumerate(self.reads) if reads}
-        # Per script, what fold_event needs, looked up once.
-        self.plan = [(i, s, s.fold, self.part_of[i], s.seen if s.matcher is not None else None, s.where,
-                      self.part_of[i] in self.viewed) for i, s in enumerate(self.scripts)]
+        # Per script, what fold_event needs, looked up once; per event name, the scripts it reaches.
+        self.plan = [(i, s, s.fold, self.part_of[i], s.where, self.part_of[i] in self.viewed)
+                     for i, s in enumerate(self.scripts)]
+        self.by_name: dict[str, list[tuple[Any, ...]]] = {}
         self.budget = Budget(timeout_s) if timeout_s > 0 else None
         self.max_failures = max_failures
         self.max_derived_depth = max_derived_depth
@@ -271,14 +275,10 @@ class ScriptSet:
         """Run every script on ``event``; on the first failure, ``(script, exception)`` (the parts
         are then partly folded: refold them)."""
         budget, disabled, streak, folding = self.budget, self.disabled, self.streak, _FOLDING
-        name = event.event
-        for i, script, fold, key, names, where, viewed in self.plan:
-            if names is not None:  # the event filter, inline: cheaper than calling the script
-                wanted = names.get(name)
-                if wanted is None:
-                    wanted = script.wants_name(name)
-                if not wanted:
-                    continue
+        plan = self.by_name.get(event.event)
+        if plan is None:
+            plan = self._plan_for(event.event)
+        for i, script, fold, key, where, viewed in plan:  # only the scripts whose `events` match
             if disabled and i in disabled:
                 self.skipped[script.name] = self.skipped.get(script.name, 0) + 1
                 continue
@@ -319,6 +319,12 @@ class ScriptSet:
             if streak[i]:
                 streak[i] = 0
         return None
+
+    def _plan_for(self, name: str) -> list[tuple[Any, ...]]:
+        if len(self.by_name) >= MAX_NAMES:  # names are the senders': never an unbounded cache
+            self.by_name.clear()
+        plan = self.by_name[name] = [p for p in self.plan if p[1].wants_name(name)]
+        return plan
 
     def refold(self, profile_json: bytes | None, events: list[Event]) -> dict[str, dict[str, Any]]:
         """The parts after folding ``events`` (which folded before) into ``profile_json``."""
