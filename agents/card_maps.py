@@ -196,9 +196,10 @@ class MapProcess:
         return parent
 
     def _kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join(5)
+        proc = self._proc
+        if proc is not None and proc.pid is not None:  # made but not started (a stop meanwhile): none to kill
+            proc.kill()
+            proc.join(5)
         if self._conn is not None:
             self._conn.close()
         self._proc = self._conn = None

@@ -20,7 +20,7 @@ from tests.helpers import consume_all, read_table, wait_until
 from tests.integration.test_people import T0, metrics, produce
 
 pytestmark = pytest.mark.integration
-SCRIPTS = "cardflow.standard,tests.integration.fragile_scripts"
+SCRIPTS = "cardflow.standard,tests.integration.derived_scripts"
 
 
 def derived_in_events(settings: Settings) -> list[dict[str, Any]]:
