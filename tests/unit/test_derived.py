@@ -9,7 +9,7 @@ import pytest
 
 from cardflow.events import Event, decode_event, derive_event_id
 from cardflow.profiles import MAX_EMITS, ProfileScriptError, ScriptSet, emit, fold_events, profile_script
-from cardflow.standard import standard
+from cardflow.standard import DAY_MS, standard
 
 T0 = 1_790_000_000_000
 
@@ -62,3 +62,62 @@ def test_depth_limit_and_emit_limits() -> None:
     assert result.derived == [] and f"more than {MAX_EMITS}" in str(result.failed[0][3])
     with pytest.raises(ProfileScriptError, match="while it folds an event"):
         emit("outside")
+
+
+def test_the_ledger_sends_again_what_a_crash_left_uncommitted_and_never_twice(tmp_path) -> None:
+    """The folder's side of exactly once (agents/derived.py), on a real RocksDB; the transaction is
+    simulated by moving the marks (the Kafka side is the real-broker test's)."""
+    import orjson as json_
+    from prometheus_client import CollectorRegistry
+
+    from cardflow.agents.derived import DerivedSink
+    from cardflow.agents.folder import PeopleMetrics, ProfileFolder, Topics
+    from cardflow.config import load_settings
+    from cardflow.events import Decoder
+    from cardflow.partitioning import partition_of
+    from tests.unit.test_profile_folder import Named, Record, Sink, Table, runs
+
+    @profile_script("third", version="1", events=["buy"])
+    def third(profile: dict[str, Any], event: Event) -> None:
+        profile["buys"] = profile.get("buys", 0) + 1
+        if profile["buys"] == 3:
+            emit("third_buy", {})
+
+    partition = partition_of(b"ann", 4)
+    batch = [Record("events", partition, n, T0, b"ann",
+                    json_.dumps({"uid": "ann", "event": "buy", "ts": T0 + n, "event_id": f"b{n}"}))
+             for n in range(4)]
+
+    def stop(dead: ProfileFolder) -> None:  # its RocksDB closed, as a killed process leaves it
+        for db in dead.store.dbs.values():  # type: ignore[attr-defined]
+            db.close()
+
+    def worker(store_path, marks: dict[int, int]) -> tuple[ProfileFolder, DerivedSink]:
+        sink = DerivedSink(load_settings(env={}), "events")
+        sink.stale, sink.marks = False, dict(marks)
+        return ProfileFolder(Table(store_path), Topics(Named("events"), Named("changes"), Named("dlq")),  # type: ignore[arg-type]
+                             Decoder(), (standard, third), 7 * DAY_MS, 4, PeopleMetrics(CollectorRegistry()),
+                             Sink(), 0, derived=sink), sink  # type: ignore[arg-type]
+
+    first, sink = worker(tmp_path / "db", {})
+    first.process(runs(batch))
+    taken = sink.take()
+    assert taken is not None and len(taken[0]) == 1 and taken[1] == {partition: 2}  # the third buy
+    sent = taken[0][0][1]
+    # Killed before the commit: the records are read again, folded already; the ledger sends it again.
+    stop(first)
+    again, sink = worker(tmp_path / "db", {})
+    again.process(runs(batch))
+    retaken = sink.take()
+    assert retaken is not None and [v for _, v, _ in retaken[0]] == [sent]
+    # Killed after the commit (the mark covers it): read again, nothing sent, the ledger emptied.
+    stop(again)
+    after, sink = worker(tmp_path / "db", {partition: 2})
+    after.process(runs(batch))
+    assert sink.take() is None
+    stored = after.store._db_for_partition(partition)[b"ann"]  # type: ignore[attr-defined]
+    assert b'"derived"' not in stored
+    # Folded again from nothing (a lost RocksDB directory) after the commit: not sent twice.
+    lost, sink = worker(tmp_path / "elsewhere", {partition: 2})
+    lost.process(runs(batch))
+    assert sink.take() is None
