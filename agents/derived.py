@@ -23,7 +23,7 @@ import logging
 import socket
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import DERIVED_MARKS
@@ -86,12 +86,19 @@ class DerivedSink:
         records, marks = batch
         producer = self._transactional()
         producer.begin_transaction()
-        for key, value, partition in records:
-            producer.produce(self.events_topic, value=value, key=key, partition=partition)
-            producer.poll(0)
-        for partition, offset in marks.items():
-            producer.produce(self.marks_topic, key=self.mark_key(partition), value=str(offset).encode())
-        producer.commit_transaction(COMMIT_TIMEOUT_S)
+        try:
+            for key, value, partition in records:
+                producer.produce(self.events_topic, value=value, key=key, partition=partition)
+                producer.poll(0)
+            for partition, offset in marks.items():
+                producer.produce(self.marks_topic, key=self.mark_key(partition), value=str(offset).encode())
+            producer.commit_transaction(COMMIT_TIMEOUT_S)
+        except KafkaException as exc:
+            # The worker stops before the batch's offsets commit: its derived events are sent again.
+            raise RuntimeError(f"derived events could not be committed to {self.events_topic} and "
+                               f"{self.marks_topic} ({exc}); `cardflow topics create` makes "
+                               f"{self.marks_topic}, and the worker needs Write on its transactional id"
+                               ) from exc
         for partition, offset in marks.items():
             self.marks[partition] = max(self.marks.get(partition, -1), offset)
 
@@ -103,8 +110,10 @@ class DerivedSink:
                                             **{"isolation.level": "read_committed"}))
         try:
             metadata = consumer.list_topics(self.marks_topic, timeout=30).topics[self.marks_topic]
-            if metadata.error is not None:
-                return  # not created (an older installation): no derived event was ever committed
+            if metadata.error is not None:  # not created (an older installation): nothing committed yet
+                log.warning("%s does not exist: a profile script that emits will stop the worker until "
+                            "`cardflow topics create` makes it", self.marks_topic)
+                return
             partitions = [TopicPartition(self.marks_topic, p, 0) for p in metadata.partitions]
             ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in partitions}
             consumer.assign(partitions)
