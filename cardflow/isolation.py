@@ -45,7 +45,6 @@ class Budget:
         self._fired = 0.0  # the start of the call already signalled (once per call)
         self._stop = threading.Event()
         self._main = threading.main_thread().ident
-        self.active = False
 
     def start(self) -> bool:
         """Install the handler and start the watchdog; False (with a warning) off the main thread,
@@ -55,7 +54,6 @@ class Budget:
             return False
         signal.signal(BUDGET_SIGNAL, self._on_signal)
         threading.Thread(target=self._watch, name="cardflow-script-budget", daemon=True).start()
-        self.active = True
         return True
 
     def stop(self) -> None:

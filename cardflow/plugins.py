@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +30,25 @@ def objects_at(path: str, setting: str) -> list[Any]:
     if attr:
         return [getattr(module, attr, None)]
     return _own(module)
+
+
+def load_named(paths: Iterable[str], kind: type, setting: str, what: str, error: type[Exception],
+               hint: str) -> dict[str, Any]:
+    """Every ``kind`` object the ``paths`` hold, by its ``name``: an error (``error``) when a path
+    cannot be imported, holds none (``hint`` says how to make one), or two share a name."""
+    named: dict[str, Any] = {}
+    for path in paths:
+        try:
+            found: list[Any] = [obj for obj in objects_at(path, setting) if isinstance(obj, kind)]
+        except ImportError as exc:
+            raise error(f"{what} {exc}") from exc
+        if not found:
+            raise error(f"{path!r} holds no {kind.__name__} ({hint})")
+        for obj in found:
+            if obj.name in named and named[obj.name] is not obj:
+                raise error(f"two {what}s are named {obj.name!r}")
+            named[obj.name] = obj
+    return named
 
 
 def _files(path: str, setting: str) -> list[ModuleType]:

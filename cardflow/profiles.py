@@ -45,7 +45,7 @@ from cardflow.dedup import bucketed, contains, dedup_id
 from cardflow.errors import ProfileScriptError
 from cardflow.events import Event
 from cardflow.isolation import Budget, ReadOnlyFieldError, ScriptTimeout, ScriptView
-from cardflow.plugins import objects_at
+from cardflow.plugins import load_named
 from cardflow.profile_values import split_value
 
 log = logging.getLogger(__name__)
@@ -128,20 +128,8 @@ def profile_script(name: str, version: str, events: Iterable[str] | None = None,
 
 def load_scripts(paths: Iterable[str]) -> tuple[ProfileScript, ...]:
     """Scripts from ``module`` (every ProfileScript in it) or ``module:attribute`` paths."""
-    scripts: dict[str, ProfileScript] = {}
-    for path in paths:
-        try:
-            found = objects_at(path, "CARDFLOW_PROFILE_SCRIPTS")
-        except ImportError as exc:
-            raise ProfileScriptError(f"profile script {exc}") from exc
-        found = [s for s in found if isinstance(s, ProfileScript)]
-        if not found:
-            raise ProfileScriptError(f"{path!r} holds no ProfileScript (use @profile_script)")
-        for script in found:
-            if script.name in scripts and scripts[script.name] is not script:
-                raise ProfileScriptError(f"two profile scripts are named {script.name!r}")
-            scripts[script.name] = script
-    return tuple(scripts.values())
+    return tuple(load_named(paths, ProfileScript, "CARDFLOW_PROFILE_SCRIPTS", "profile script",
+                            ProfileScriptError, "use @profile_script").values())
 
 
 REST = ""  # the part of the profile shared by the scripts that declare no fields

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cardflow.errors import CardError
-from cardflow.plugins import objects_at
+from cardflow.plugins import load_named
 from cardflow.widgets import Widget, WidgetError
 
 INJECTED = ("profile", "uid", "params", "cards")
@@ -75,16 +75,5 @@ def view(name: str, title: str | None = None) -> Callable[[Callable[..., Any]], 
 
 def load_views(paths: Iterable[str]) -> dict[str, View]:
     """Views from modules, ``module:attribute`` or files, by name (two with one name: an error)."""
-    views: dict[str, View] = {}
-    for path in paths:
-        try:
-            found = [v for v in objects_at(path, "CARDFLOW_VIEWS") if isinstance(v, View)]
-        except ImportError as exc:
-            raise ViewError(f"view {exc}") from exc
-        if not found:
-            raise ViewError(f"{path!r} holds no view (use @view)")
-        for v in found:
-            if v.name in views and views[v.name] is not v:
-                raise ViewError(f"two views are named {v.name!r}")
-            views[v.name] = v
+    views: dict[str, View] = load_named(paths, View, "CARDFLOW_VIEWS", "view", ViewError, "use @view")
     return views

@@ -100,17 +100,22 @@ async def wait_folded(app: web.Application, targets: dict[str, int], wait: float
     return True
 
 
-@require(Scope.READ)
-async def get_profile(request: web.Request) -> web.Response:
-    uid = request.match_info["uid"]
+async def known_profile(app: web.Application, uid: str) -> dict[str, Any]:
+    """The stored profile; a 404 for an unknown uid, a 503 when no worker answers."""
     try:
-        found = await fetch_profile(request.app, uid)
+        found = await fetch_profile(app, uid)
     except WorkerUnavailable as exc:
         raise error(503, "worker_unavailable", f"no people worker answered: {exc}",
                     headers={"Retry-After": "2"}) from None
     if found is None:
         raise error(404, "not_found", f"no profile for uid {uid!r}")
-    return web.json_response(found)
+    return found
+
+
+@require(Scope.READ)
+async def get_profile(request: web.Request) -> web.Response:
+    uid = request.match_info["uid"]
+    return web.json_response(await known_profile(request.app, uid))
 
 
 def add_profile_routes(app: web.Application, settings: Settings) -> None:

@@ -13,29 +13,17 @@ import aiohttp
 from aiohttp import web
 
 from cardflow.config import Scope, Settings
-from cardflow.errors import WorkerUnavailable
 from cardflow.views import View, load_views
 
 from .auth import SETTINGS_KEY, require
 from .cards import STATIC, STORE_KEY, _dumps
 from .errors import error
-from .profiles import SESSION_KEY, fetch_profile, worker_bases
+from .profiles import SESSION_KEY, known_profile, worker_bases
 
 log = logging.getLogger(__name__)
 VIEWS_KEY = web.AppKey("views", dict)
 VIEW_TIMEOUT_S = 5.0
 MAX_SAMPLE = 200
-
-
-async def _profile(request: web.Request, uid: str) -> dict[str, Any]:
-    try:
-        found = await fetch_profile(request.app, uid)
-    except WorkerUnavailable as exc:
-        raise error(503, "worker_unavailable", f"no people worker answered: {exc}",
-                    headers={"Retry-After": "2"}) from None
-    if found is None:
-        raise error(404, "not_found", f"no profile for uid {uid!r}")
-    return found
 
 
 async def _draw(request: web.Request, v: View, uid: str, profile: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +46,7 @@ async def _draw(request: web.Request, v: View, uid: str, profile: dict[str, Any]
 @require(Scope.READ)
 async def get_views(request: web.Request) -> web.Response:
     uid = request.match_info["uid"]
-    found = await _profile(request, uid)
+    found = await known_profile(request.app, uid)
     views = request.app[VIEWS_KEY]
     drawn = [await _draw(request, v, uid, found["profile"]) for v in views.values()]
     return web.json_response({"uid": uid, "views": drawn}, dumps=_dumps)
@@ -70,7 +58,7 @@ async def get_view(request: web.Request) -> web.Response:
     views = request.app[VIEWS_KEY]
     if name not in views:
         raise error(404, "not_found", f"no view {name!r}; views: {sorted(views)}")
-    found = await _profile(request, uid)
+    found = await known_profile(request.app, uid)
     drawn = await _draw(request, views[name], uid, found["profile"])
     return web.json_response({"uid": uid, **drawn}, status=500 if drawn["error"] else 200, dumps=_dumps)
 
