@@ -192,6 +192,15 @@ class CardReducer:
         return record
 
 
+def served(record: dict[str, Any]) -> dict[str, Any]:
+    """A CardResult record as the API serves it (and the dashboard draws it)."""
+    return {"id": record["card_id"], "version": record["card_version"], "title": record["title"],
+            "summary": record["summary"], "widgets": orjson.loads(record["widgets"]),
+            "generated_at": record["generated_at"], "max_ts": record["max_ts"],
+            "offsets": record["offsets"], "run_ms": round(record["run_ms"], 3), "error": record["error"],
+            "config": record["config"], "complete": record["complete"], "partitions": record["partitions"]}
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 

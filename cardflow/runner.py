@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from cardflow.card_results import CardReducer, map_partition
+from cardflow.card_results import CardReducer, map_partition, served
 from cardflow.cards import Card, load_cards
 from cardflow.config import Settings
 from cardflow.errors import CardError, Rejected
@@ -111,16 +111,10 @@ def run(cards: tuple[Card, ...], folded: Folded, partitions: int) -> list[dict[s
             continue
         for partition in range(partitions):
             profiles = list(folded.profiles.get(partition, {}).values())
-            reducer.add(map_partition(card, partition, profiles, folded.max_ts, len(profiles)))
+            reducer.add(map_partition(card, partition, profiles, folded.max_ts, -1))  # no topic: no offsets
     results = []
     for card in cards:
-        record = reducer.result(card.id)
-        results.append({"id": card.id, "version": card.version, "title": card.title,
-                        "summary": record["summary"], "widgets": orjson.loads(record["widgets"]),
-                        "generated_at": record["generated_at"], "max_ts": record["max_ts"],
-                        "offsets": {}, "run_ms": round(record["run_ms"], 3), "error": record["error"],
-                        "config": record["config"], "complete": True, "partitions": partitions,
-                        "total": reducer.total(card.id)})
+        results.append({**served(reducer.result(card.id)), "offsets": {}, "total": reducer.total(card.id)})
     return results
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from cardflow.card_results import CARD_RESULT
+from cardflow.card_results import CARD_RESULT, served
 from cardflow.config import Scope, Settings
 from cardflow.connectors.kafka_admin import RESULTS
 from cardflow.kafka_clients import aiokafka_options
@@ -54,12 +54,7 @@ class ResultStore:
             self._changed.notify_all()
 
     async def put(self, record: dict[str, Any]) -> None:
-        card = {"id": record["card_id"], "version": record["card_version"], "title": record["title"],
-                "summary": record["summary"], "widgets": orjson.loads(record["widgets"]),
-                "generated_at": record["generated_at"], "max_ts": record["max_ts"],
-                "offsets": record["offsets"], "run_ms": round(record["run_ms"], 3), "error": record["error"],
-                "config": record["config"], "complete": record["complete"],
-                "partitions": record["partitions"]}
+        card = served(record)
         async with self._changed:
             self.version += 1
             self.results[card["id"]] = card
