@@ -97,16 +97,13 @@ def history_events(days: int, now_ms: int, seed: int = 11) -> list[dict[str, Any
 
 def seed_history(settings: Settings, days: int) -> int:
     """Send ``days`` of history when ``events`` is still empty (a fresh installation); 0 otherwise."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from cardflow.kafka_clients import consumer_config
+    from cardflow.connectors.kafka_read import manual_consumer, topic_partitions, watermarks
 
     topic = settings.topic(EVENTS)
-    consumer = Consumer(consumer_config(settings, f"history-{time.monotonic_ns()}"))
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        held = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                   for p in partitions)
+    consumer = manual_consumer(settings, f"history-{time.monotonic_ns()}")
+    try:  # right after the topics are made: watermarks() waits out "not leader yet"
+        partitions = topic_partitions(consumer, topic, 30, settings)
+        held = sum(watermarks(consumer, topic, p, 30)[1] for p in partitions)
     finally:
         consumer.close()
     if held or days <= 0:
