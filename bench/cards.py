@@ -23,12 +23,12 @@ MODES = {"incremental": True, "full map": False}
 
 
 def map_process(worker: Worker) -> int | None:
-    """The pid of the worker's card map process (a multiprocessing child)."""
+    """The pid of the worker's card map process (agents/map_child.py)."""
     from bench.harness import tree
 
     for pid in tree(worker.proc.pid)[1:]:
         try:
-            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"cardflow.agents.map_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
         except OSError:
             continue

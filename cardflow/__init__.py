@@ -6,8 +6,9 @@ SDK client, the settings and the errors — is importable from here::
     from cardflow import Card, Number, profile_script
 """
 
+from typing import TYPE_CHECKING, Any
+
 from cardflow.cards import Card
-from cardflow.config import Settings, load_settings
 from cardflow.errors import (
     CardError,
     CardflowError,
@@ -19,7 +20,6 @@ from cardflow.errors import (
 )
 from cardflow.events import Event
 from cardflow.profiles import ProfileScript, profile_script
-from cardflow.sdk import Client
 from cardflow.widgets import (
     Bar,
     Cohort,
@@ -34,6 +34,26 @@ from cardflow.widgets import (
     Users,
     Widget,
 )
+
+if TYPE_CHECKING:
+    from cardflow.config import Settings, load_settings
+    from cardflow.sdk import Client
+
+# Imported when first used: they bring pydantic and librdkafka, which a card's map process
+# (it imports cardflow for the card code) has no use for (~25 MiB).
+_LAZY = {"Settings": "cardflow.config", "load_settings": "cardflow.config", "Client": "cardflow.sdk"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cardflow' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Bar",

@@ -22,7 +22,6 @@ import orjson
 from cardflow.cards import Card, decode_partial, encode_partial, placement
 from cardflow.codec import AvroCodec
 from cardflow.incremental import Change, PartitionPartials
-from cardflow.partitioning import partition_of
 
 CARD_PARTIAL = AvroCodec.named("CardPartial")
 CARD_RESULT = AvroCodec.named("CardResult")
@@ -37,6 +36,9 @@ def card_partition(card_id: str, partitions: int) -> int:
     """The card-partials partition holding every partial of a card placed by ``card_id`` (its id,
     or the id its group of cards that use each other is placed by: ``placement``); one reducer
     owns a card."""
+    # Imported here: it brings aiokafka, which the map process (importing this module) does not need.
+    from cardflow.partitioning import partition_of
+
     return partition_of(card_id.encode(), partitions)
 
 
