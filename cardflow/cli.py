@@ -423,6 +423,38 @@ def dev(ctx: click.Context, rate: float, watch: bool, history: int) -> None:
                      history=history))
 
 
+@cli.group("import")
+def import_() -> None:
+    """Bring history from other tools into cardflow."""
+
+
+@import_.command("bitmapist")
+@click.option("--redis", "redis_url", required=True, help="The bitmapist Redis, e.g. redis://localhost:6379/0.")
+@click.option("--api", "api_url", help="cardflow's API (default: the api_port setting on 127.0.0.1).")
+@click.option("--token", envvar="CARDFLOW_TOKEN", default="", help="An admin token (or CARDFLOW_TOKEN).")
+@click.option("--dry-run", is_flag=True, help="List the keys and what they would load; send nothing.")
+@click.pass_context
+def import_bitmapist(ctx: click.Context, redis_url: str, api_url: str | None, token: str,
+                     dry_run: bool) -> None:
+    """Load a bitmapist keyspace (trackist_* keys) into cardflow's bitmaps."""
+    from cardflow import bitmap_import
+    from cardflow.client import Client, ClientError
+
+    settings = _settings(ctx)
+    client = Client(api_url or f"http://127.0.0.1:{settings.api_port}", token)
+    try:
+        count = bitmap_import.run(redis_url, client.post, dry_run, click.echo)
+    except ClientError as exc:
+        raise click.ClickException(f"cardflow refused the import: {exc}") from None
+    except Exception as exc:
+        import redis
+
+        if isinstance(exc, redis.RedisError):
+            raise click.ClickException(f"cannot read bitmapist's Redis at {redis_url}: {exc}") from None
+        raise
+    click.echo(f"{count} bitmapist keys {'found (dry run: nothing sent)' if dry_run else 'imported'}")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:

@@ -57,6 +57,10 @@ class Client:
                 payload = raw.decode(errors="replace")
             raise ClientError(exc.code, payload) from None
 
+    def post(self, path: str, body: Any) -> Any:
+        """``POST path`` with a JSON body; the parsed answer (ClientError when refused)."""
+        return self._call("POST", path, body)
+
     def answer(self, query: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
         """The raw answer of ``POST /v1/query`` (a dict), for a query given as a dict or keywords."""
         result: dict[str, Any] = self._call("POST", "/v1/query", {**(query or {}), **fields})

@@ -144,6 +144,15 @@ class Settings(BaseSettings):
         "(http://127.0.0.1:6068); empty: the API has no warehouse"))
     query_max_body_bytes: int = Field(1_000_000, ge=1024, le=1_000_000, description=(
         "largest body of POST /v1/query and /v1/sql (the worker's web server takes up to 1 MiB)"))
+    bitmaps_max_queries: int = Field(20_000, ge=1, le=1_000_000, description=(
+        "expressions in one POST /v1/bitmaps/ops (a 90-day cohort table is ~8 300)"))
+    bitmaps_max_nodes: int = Field(200_000, ge=1, le=10_000_000, description=(
+        "operations and bitmaps over all expressions of one POST /v1/bitmaps/ops"))
+    bitmaps_max_depth: int = Field(64, ge=1, le=1000, description="nesting of one bitmap expression")
+    bitmaps_max_leaves: int = Field(5_000, ge=1, le=1_000_000, description=(
+        "distinct stored bitmaps one POST /v1/bitmaps/ops reads"))
+    bitmaps_max_members: int = Field(100_000, ge=1, le=10_000_000, description=(
+        "ids in one page of members, and ids asked about (contains) in one expression"))
     query_max_filters: int = Field(20, ge=0, le=1000)
     query_max_in_values: int = Field(1000, ge=1, le=100_000)
     query_max_string_chars: int = Field(1024, ge=1, le=1_000_000, description=(
@@ -380,6 +389,12 @@ class Settings(BaseSettings):
 
         return Limits(self.query_max_filters, self.query_max_in_values, self.query_max_string_chars,
                       self.query_max_points, self.query_max_breakdown)
+
+    def bitmap_limits(self) -> Any:
+        from cardflow.bitmaps import Limits
+
+        return Limits(self.bitmaps_max_queries, self.bitmaps_max_nodes, self.bitmaps_max_depth,
+                      self.bitmaps_max_leaves, self.bitmaps_max_members, self.bitmaps_max_members)
 
     def sql_limits(self) -> Any:
         from cardflow.sql_policy import SqlLimits

@@ -30,6 +30,34 @@ _USER_DAYS = "SELECT arrayJoin([event, '']) AS event, toDate(ts) AS day, uid FRO
 _USER_FIRST = ("SELECT arrayJoin([event, '']) AS event, uid, min(ts) AS first_ts FROM {db}.events "
                "GROUP BY event, uid")
 
+# Migration 3: bitmapist's period bitmaps, kept from the rows of events. A uid counts when it is
+# an integer in bitmapist's range, written as one ([0, 2^32), no sign, no leading zero). Periods
+# are UTC: day, ISO week (from its Monday), month, and the hour when the event asks for it
+# ("$hourly": true, what bitmapist's track_hourly does). Roaring bitmaps merge by OR, so a late,
+# replayed or duplicate event lands in its own period and changes nothing twice.
+_BITMAP_UID = "match(uid, '^(0|[1-9][0-9]{{0,9}})$') AND toUInt64OrZero(uid) < 4294967296"
+_BITMAPS = (
+    "SELECT event, p.1 AS kind, p.2 AS start, groupBitmapState(toUInt32(toUInt64OrZero(uid))) AS users "
+    "FROM (SELECT event, uid, arrayJoin(arrayConcat("
+    "[('D', toStartOfDay(ts)), ('W', toDateTime(toMonday(ts), 'UTC')), "
+    "('M', toDateTime(toStartOfMonth(ts), 'UTC'))], "
+    "if(JSONExtractBool(properties, '$hourly'), [('H', toStartOfHour(ts))], []))) AS p "
+    f"FROM {{db}}.events WHERE {_BITMAP_UID} AND event != '$bitmapist_unique') "
+    "GROUP BY event, kind, start"
+)
+# bitmapist's unique ("user flag") bitmaps: set by mark_unique / unmark_unique (an event
+# "$bitmapist_unique" with properties {"event", "value"}) or by an event marked "$unique": true;
+# the latest write of a (flag, uid) wins (offsets order one uid's events: they share a partition).
+_FLAGS = (
+    "SELECT flag AS event, id AS uid, set AS value, ver AS version FROM ("
+    "SELECT if(event = '$bitmapist_unique', JSONExtractString(properties, 'event'), event) AS flag, "
+    "toUInt32(toUInt64OrZero(uid)) AS id, "
+    "toUInt8(if(event = '$bitmapist_unique', JSONExtractUInt(properties, 'value') = 1, 1)) AS set, "
+    "kafka_offset + 1 AS ver "
+    f"FROM {{db}}.events WHERE {_BITMAP_UID} AND (event = '$bitmapist_unique' "
+    "OR JSONExtractBool(properties, '$unique')))"
+)
+
 # (version, name, statements); ``{db}`` is the validated database name. Append, never edit.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "events and users", [
@@ -86,6 +114,26 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         f"INSERT INTO {{db}}.user_days {_USER_DAYS}",  # the backfill: what the views would have made
         f"INSERT INTO {{db}}.user_first {_USER_FIRST}",
     ]),
+    (3, "bitmapist bitmaps", [
+        """CREATE TABLE IF NOT EXISTS {db}.bitmaps (
+            event LowCardinality(String),
+            kind LowCardinality(String),
+            start DateTime('UTC'),
+            users AggregateFunction(groupBitmap, UInt32)
+        ) ENGINE = AggregatingMergeTree
+        ORDER BY (event, kind, start)""",
+        """CREATE TABLE IF NOT EXISTS {db}.bitmap_flags (
+            event LowCardinality(String),
+            uid UInt32,
+            value UInt8,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (event, uid)""",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.bitmaps_mv TO {{db}}.bitmaps AS {_BITMAPS}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.bitmap_flags_mv TO {{db}}.bitmap_flags AS {_FLAGS}",
+        f"INSERT INTO {{db}}.bitmaps {_BITMAPS}",
+        f"INSERT INTO {{db}}.bitmap_flags {_FLAGS}",
+    ]),
 ]
 
 
@@ -110,6 +158,10 @@ class Warehouse:
     def select(self, sql: str, params: dict[str, Any] | None = None,
                settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
         """Column names and rows (lists) of a SELECT: names may repeat, unlike ``query``'s dicts."""
+        raise NotImplementedError
+
+    def select_binary(self, sql: str, params: dict[str, Any] | None = None) -> bytes:
+        """A SELECT's rows in ClickHouse's RowBinary format (what large arrays come back in)."""
         raise NotImplementedError
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -161,6 +213,9 @@ class ChdbWarehouse(Warehouse):
                settings: dict[str, int | str] | None = None) -> tuple[list[str], list[list[Any]]]:
         out = orjson.loads(self._run(sql, "JSONCompact", params, settings))
         return [c["name"] for c in out["meta"]], out["data"]
+
+    def select_binary(self, sql: str, params: dict[str, Any] | None = None) -> bytes:
+        return self._run(sql, "RowBinary", params)
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, "CSV", params)
@@ -251,6 +306,10 @@ class ClickhouseWarehouse(Warehouse):
                                                         fmt="JSONCompact"))
         out = orjson.loads(raw)
         return [c["name"] for c in out["meta"]], out["data"]
+
+    def select_binary(self, sql: str, params: dict[str, Any] | None = None) -> bytes:
+        data: bytes = self._call(lambda: self._client.raw_query(sql, parameters=params, fmt="RowBinary"))
+        return data
 
     def command(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._call(lambda: self._client.command(sql, parameters=params))

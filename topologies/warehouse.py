@@ -10,11 +10,16 @@ read from it on its web server — the API forwards ``POST /v1/query`` and ``POS
     POST /warehouse/sql/      {"sql": "SELECT …"} → columns and rows (read-only, checked)
     GET  /warehouse/schema/   event names, event and user property names (the insights page's choices)
     GET  /warehouse/stats/    rows, distinct event ids, users
+    POST /warehouse/bitmaps/ops/     bitmapist's bitmaps: counts, membership, members (cardflow.bitmaps)
+    POST /warehouse/bitmaps/delete/  delete one stored bitmap, or all of them
+    POST /warehouse/bitmaps/import/  one slice of a bitmapist key from Redis (cardflow import bitmapist)
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +27,7 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from cardflow import bitmaps
 from cardflow.agents.warehouse import EventLoader, UserLoader, WarehouseMetrics, load_events, load_users
 from cardflow.app import create_app, raw_topic
 from cardflow.batches import BatchingApp
@@ -47,6 +53,7 @@ def build_warehouse(settings: Settings) -> faust.App:
 
     answer_pages(app, wh, Answers(wh, settings.query_limits(), settings.sql_limits(),
                                   settings.query_cache_entries))
+    bitmap_pages(app, wh, settings, loader)
 
     @app.page("/metrics/")
     async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -132,3 +139,78 @@ def answer_pages(app: faust.App, wh: Warehouse, answers: Answers) -> None:
             return {k: int(v or 0) for k, v in found.items()}, False
 
         return await answer(view, count)
+
+
+def bitmap_pages(app: faust.App, wh: Warehouse, settings: Settings, loader: EventLoader) -> None:
+    """bitmapist's bitmaps (cardflow.bitmaps). A request's ``after`` (the push API's "offsets",
+    ``partition:offset,…``) makes it wait until those events are loaded: a client reads its own
+    marks, as on Redis."""
+    topic, limits = settings.topic(EVENTS), settings.bitmap_limits()
+
+    def loaded(targets: dict[int, int]) -> bool:
+        return all(loader.done.get((topic, p), -1) >= o for p, o in targets.items())
+
+    def from_table(targets: dict[int, int]) -> None:
+        """What this worker has not loaded itself (another worker's partitions, or none loaded
+        since it started): how far the table has them."""
+        missing = [p for p, o in targets.items() if loader.done.get((topic, p), -1) < o]
+        rows = wh.query(f"SELECT kafka_partition AS p, max(kafka_offset) AS o FROM {wh.database}.events "
+                        "WHERE kafka_topic = {t:String} AND kafka_partition IN {ps:Array(UInt32)} "
+                        "GROUP BY kafka_partition", {"t": topic, "ps": missing})
+        for row in rows:
+            key = (topic, int(row["p"]))
+            loader.done[key] = max(loader.done.get(key, -1), int(row["o"]))
+
+    async def serve(view: faust.web.View, request: faust.web.Request,
+                    work: Callable[[Any], dict[str, Any]]) -> faust.web.Response:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return view.json({"error": "bad_query", "field": "body", "message": f"is not JSON: {exc}"},
+                             status=400)
+        after = body.get("after") if isinstance(body, dict) else None
+        if after:
+            if not isinstance(after, str) or not re.fullmatch(r"\d{1,9}:\d{1,19}(,\d{1,9}:\d{1,19})*", after):
+                return view.json({"error": "bad_query", "field": "after", "message": (
+                    "must be partition:offset pairs, comma-separated, as POST /v1/events answers them")},
+                    status=400)
+            targets: dict[int, int] = {}
+            for pair in after.split(","):
+                p, o = (int(x) for x in pair.split(":"))
+                targets[p] = max(o, targets.get(p, -1))
+            loop = asyncio.get_running_loop()
+            deadline = time.monotonic() + settings.wait_timeout_ms / 1000
+            if not loaded(targets):
+                try:
+                    await loop.run_in_executor(None, from_table, targets)
+                except WarehouseError as exc:
+                    return view.json({"error": "warehouse_error", "message": str(exc)}, status=503)
+            while not loaded(targets):
+                if time.monotonic() > deadline:
+                    return view.json({"error": "not_yet_included", "message": (
+                        f"the events up to {after} are not loaded after {settings.wait_timeout_ms} ms "
+                        "(wait_timeout_ms); is the warehouse worker behind?")}, status=504)
+                await asyncio.sleep(0.02)
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(None, work, body)
+        except QueryError as exc:
+            return view.json({"error": "bad_query", "field": exc.field, "message": str(exc)}, status=400)
+        except WarehouseError as exc:
+            return view.json({"error": "warehouse_error", "message": str(exc)}, status=503)
+        return view.json(answer)
+
+    @app.page("/warehouse/bitmaps/ops/")
+    class Ops(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            return await serve(self, request, lambda body: bitmaps.run(wh, body, limits))
+
+    @app.page("/warehouse/bitmaps/import/")
+    class Import(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            return await serve(self, request, lambda body: bitmaps.import_bits(wh, body, limits))
+
+    @app.page("/warehouse/bitmaps/delete/")
+    class Delete(faust.web.View):
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            return await serve(self, request, lambda body: bitmaps.delete(wh, body, limits))

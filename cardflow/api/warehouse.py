@@ -1,4 +1,6 @@
-"""Insights and SQL: ``POST /v1/query`` (read), ``POST /v1/sql`` (admin), ``GET /v1/warehouse/schema``.
+"""Insights and SQL: ``POST /v1/query`` (read), ``POST /v1/sql`` (admin), ``GET /v1/warehouse/schema``;
+bitmapist's bitmaps: ``POST /v1/bitmaps/ops`` (read), ``POST /v1/bitmaps/delete`` and
+``/v1/bitmaps/import`` (admin).
 
 The API does not open the warehouse: chDB serves a directory to one process, the warehouse worker,
 so the API forwards these requests to that worker's web server (``warehouse_worker_url``), which
@@ -47,7 +49,7 @@ async def _forward(request: web.Request, method: str, path: str) -> web.Response
             f"not answer: {exc or type(exc).__name__}",
             headers={"Retry-After": "2"},
         ) from None
-    if status not in (200, 400, 413, 503):
+    if status not in (200, 400, 413, 503, 504):
         raise error(
             503,
             "warehouse_unavailable",
@@ -88,6 +90,21 @@ async def get_schema(request: web.Request) -> web.Response:
     return await _forward(request, "GET", "/warehouse/schema/")
 
 
+@require(Scope.READ)
+async def post_bitmap_ops(request: web.Request) -> web.Response:
+    return await _forward(request, "POST", "/warehouse/bitmaps/ops/")
+
+
+@require(Scope.ADMIN)
+async def post_bitmap_delete(request: web.Request) -> web.Response:
+    return await _forward(request, "POST", "/warehouse/bitmaps/delete/")
+
+
+@require(Scope.ADMIN)
+async def post_bitmap_import(request: web.Request) -> web.Response:
+    return await _forward(request, "POST", "/warehouse/bitmaps/import/")
+
+
 def add_warehouse_routes(app: web.Application, settings: Settings) -> None:
     async def open_session(app: web.Application) -> None:
         app[SESSION_KEY] = aiohttp.ClientSession(
@@ -102,3 +119,6 @@ def add_warehouse_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_post("/v1/query", post_query)
     app.router.add_post("/v1/sql", post_sql)
     app.router.add_get("/v1/warehouse/schema", get_schema)
+    app.router.add_post("/v1/bitmaps/ops", post_bitmap_ops)
+    app.router.add_post("/v1/bitmaps/delete", post_bitmap_delete)
+    app.router.add_post("/v1/bitmaps/import", post_bitmap_import)
