@@ -431,7 +431,7 @@ def import_() -> None:
 @import_.command("bitmapist")
 @click.option("--redis", "redis_url", required=True, help="The bitmapist Redis, e.g. redis://localhost:6379/0.")
 @click.option("--api", "api_url", help="cardflow's API (default: the api_port setting on 127.0.0.1).")
-@click.option("--token", envvar="CARDFLOW_TOKEN", default="", help="An admin token (or CARDFLOW_TOKEN).")
+@click.option("--token", default="", help="An API token with the admin scope (when the API has tokens).")
 @click.option("--dry-run", is_flag=True, help="List the keys and what they would load; send nothing.")
 @click.pass_context
 def import_bitmapist(ctx: click.Context, redis_url: str, api_url: str | None, token: str,

@@ -74,7 +74,10 @@ class _Connection:
     def send(self, events: list[dict[str, Any]]) -> None:
         answer = self.post("/v1/events", events)
         if answer.get("rejected"):
-            raise BitmapistError(400, {"error": "rejected", "message": str(answer["rejected"])})
+            rejected = answer["rejected"]
+            raise BitmapistError(
+                400, {"error": "rejected", "message": f"{len(rejected)} marks refused: {rejected[:3]}"}
+            )
         with self.lock:
             for pair in filter(None, (answer.get("offsets") or "").split(",")):
                 partition, offset = (int(x) for x in pair.split(":"))
