@@ -80,7 +80,7 @@ def _start(period: str, node: dict[str, Any], where: str) -> datetime | None:
             week = _int(node.get("week"), f"{where}.week")
             monday = date.fromisocalendar(year, week, 1)
             return datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
-    except ValueError:  # month 13, 30 February, week 53 of a 52-week year, year 0: never marked
+    except (ValueError, OverflowError):  # month 13, 30 February, week 53 of a 52-week year, year 0
         return None
     raise AssertionError(period)
 

@@ -41,6 +41,17 @@ _BODY = {
     },
 }
 
+_ADMIN_ERRORS = {"401": _READ_ERRORS["401"], "403": _json(_ERROR, "the token lacks the admin scope")}
+_BITMAP_QUERY = {"type": "object", "required": ["expr"], "properties": {
+    "expr": {"$ref": "#/components/schemas/BitmapExpr"},
+    "count": {"type": "boolean", "default": True},
+    "contains": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 4294967295}},
+    "members": {"type": "object", "properties": {"after": {"type": "integer", "minimum": -1},
+                                                 "limit": {"type": "integer", "minimum": 1}}}}}
+_BITMAP_ANSWER = {"type": "object", "properties": {
+    "count": {"type": "integer"}, "contains": {"type": "array", "items": {"type": "boolean"}},
+    "members": {"type": "array", "items": {"type": "integer"}}, "next": {"type": ["integer", "null"]}}}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "cardflow API", "version": "1"},
@@ -95,6 +106,20 @@ DOCUMENT: dict[str, Any] = {
                     "lag_s": {"type": ["number", "null"],
                               "description": "seconds from the newest event the result includes to now"},
                 },
+            },
+            "BitmapExpr": {
+                "type": "object",
+                "description": "a stored bitmap {event, period: hour|day|week|month|year|unique, year, "
+                               "month, week, day, hour} (bitmapist's periods; weeks are ISO), an operation "
+                               "{op: and|or|xor|not, args: [BitmapExpr]}, or {ref: i} (query i's expr)",
+                "properties": {
+                    "event": {"type": "string"}, "period": {"type": "string", "enum": [
+                        "hour", "day", "week", "month", "year", "unique"]},
+                    "year": {"type": "integer"}, "month": {"type": "integer"}, "week": {"type": "integer"},
+                    "day": {"type": "integer"}, "hour": {"type": "integer"},
+                    "op": {"type": "string", "enum": ["and", "or", "xor", "not"]},
+                    "args": {"type": "array", "items": {"$ref": "#/components/schemas/BitmapExpr"}},
+                    "ref": {"type": "integer", "minimum": 0}},
             },
             "Query": {
                 "type": "object",
@@ -250,6 +275,51 @@ DOCUMENT: dict[str, Any] = {
             "security": [{"bearer": []}],
             "responses": {"200": _json({"type": "object"}, "the names, most used first"),
                           "503": _json(_ERROR, "no warehouse, or it is unavailable"), **_READ_ERRORS},
+        }},
+        "/v1/bitmaps/ops": {"post": {
+            "summary": "bitmapist's bitmaps: counts, membership and members of bitmaps and bit operations "
+                       "(README: bitmapist)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["queries"], "properties": {
+                    "after": {"type": "string", "description": "partition:offset pairs (POST /v1/events' "
+                              "offsets): answer once those events are loaded"},
+                    "queries": {"type": "array", "items": _BITMAP_QUERY}}}}}},
+            "responses": {"200": _json({"type": "object", "properties": {"results": {
+                "type": "array", "items": _BITMAP_ANSWER}}}, "one answer per query"),
+                "400": _json(_ERROR, "a field is wrong: error bad_query, field names it"),
+                "413": _json(_ERROR, "body over query_max_body_bytes"),
+                "503": _json(_ERROR, "no warehouse, or it is unavailable"),
+                "504": _json(_ERROR, "the events of after= are not loaded within wait_timeout_ms"),
+                "401": _READ_ERRORS["401"], "403": _READ_ERRORS["403"]},
+        }},
+        "/v1/bitmaps/delete": {"post": {
+            "summary": "Delete one stored bitmap ({expr}) or all of them ({all: true}) (admin scope)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"all": {"type": "boolean"}, "after": {"type": "string"},
+                                                 "expr": {"$ref": "#/components/schemas/BitmapExpr"}}}}}},
+            "responses": {"200": _json({"type": "object"}, "what was deleted"),
+                          "400": _json(_ERROR, "not one stored bitmap"),
+                          "413": _json(_ERROR, "body over query_max_body_bytes"),
+                          "503": _json(_ERROR, "no warehouse, or it is unavailable"),
+                          "504": _json(_ERROR, "the events of after= are not loaded within wait_timeout_ms"),
+                          **_ADMIN_ERRORS},
+        }},
+        "/v1/bitmaps/import": {"post": {
+            "summary": "One slice of a bitmapist key from Redis (sent by `cardflow import bitmapist`; admin)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["expr", "offset", "length", "bits"], "properties": {
+                    "expr": {"$ref": "#/components/schemas/BitmapExpr"},
+                    "offset": {"type": "integer", "minimum": 0}, "length": {"type": "integer", "minimum": 0},
+                    "bits": {"type": "string", "description": "base64 of the key's bytes from offset"}}}}}},
+            "responses": {"200": _json({"type": "object"}, "how many ids were imported"),
+                          "400": _json(_ERROR, "a field is wrong"),
+                          "413": _json(_ERROR, "body over query_max_body_bytes"),
+                          "503": _json(_ERROR, "no warehouse, or it is unavailable"),
+                          "504": _json(_ERROR, "the events of after= are not loaded within wait_timeout_ms"),
+                          **_ADMIN_ERRORS},
         }},
         "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"summary": "readiness: the broker answers",
