@@ -1,0 +1,141 @@
+"""cardflow.bitmaps' own logic against a model of Redis's strings: BITOP's lengths, NOT's flip,
+shared nodes, refs and limits (the warehouse side is tested end to end in test_bitmapist)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyroaring import BitMap
+
+from cardflow.bitmaps import Limits, Plan, answer, bits_to_ids, parse
+from cardflow.errors import QueryError
+
+LEAVES = [{"event": f"e{i}", "period": "unique"} for i in range(4)]
+
+
+def redis_eval(node: Any, strings: dict[str, bytes]) -> bytes:
+    """What Redis's BITOP leaves in the destination key (bytes), for a node of our JSON."""
+    if "op" not in node:
+        return strings[node["event"]]
+    args = [redis_eval(a, strings) for a in node["args"]]
+    length = max(len(a) for a in args)
+    padded = [int.from_bytes(a.ljust(length, b"\0"), "big") for a in args]
+    if node["op"] == "not":
+        value = ~padded[0] & ((1 << (8 * length)) - 1)
+    else:
+        value = padded[0]
+        for p in padded[1:]:
+            value = {"and": value & p, "or": value | p, "xor": value ^ p}[node["op"]]
+    return value.to_bytes(length, "big") if length else b""
+
+
+def to_bytes(ids: set[int], length: int) -> bytes:
+    value = 0
+    for i in ids:
+        value |= 1 << (8 * length - 1 - i)
+    return value.to_bytes(length, "big") if length else b""
+
+
+exprs = st.recursive(
+    st.sampled_from(LEAVES),
+    lambda inner: st.one_of(
+        st.builds(lambda a: {"op": "not", "args": [a]}, inner),
+        st.builds(
+            lambda op, args: {"op": op, "args": args},
+            st.sampled_from(["and", "or", "xor"]),
+            st.lists(inner, min_size=1, max_size=3),
+        ),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    expr=exprs,
+    sets=st.lists(st.sets(st.integers(0, 70), max_size=12), min_size=4, max_size=4),
+    extra=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+)
+def test_operations_count_as_redis_bitop_does(expr: Any, sets: list[set[int]], extra: list[int]) -> None:
+    # A key's length: its highest bit ever set (or unset: ``extra`` bytes) rounded up to bytes.
+    lengths = [(max(s) // 8 + 1 if s else 0) + e for s, e in zip(sets, extra, strict=True)]
+    strings = {f"e{i}": to_bytes(s, n) for i, (s, n) in enumerate(zip(sets, lengths, strict=True))}
+    plan, queries = parse({"queries": [{"expr": expr, "members": {"limit": 1000}}]}, Limits())
+    values = {(f"e{i}", "U", ""): (BitMap(s), n) for i, (s, n) in enumerate(zip(sets, lengths, strict=True))}
+    got = answer(plan, queries, values)[0]
+    want = redis_eval(expr, strings)
+    want_ids = [i for i in range(8 * len(want)) if want[i // 8] >> (7 - i % 8) & 1]
+    assert got["count"] == len(want_ids)
+    assert got["members"] == want_ids
+
+
+def test_shared_expressions_are_one_node_and_refs_reuse_them() -> None:
+    month = {"event": "a", "period": "month", "year": 2024, "month": 1}
+    both = {"op": "and", "args": [month, {"event": "b", "period": "unique"}]}
+    plan, queries = parse(
+        {"queries": [{"expr": both}, {"expr": both}, {"expr": {"op": "not", "args": [{"ref": 0}]}}]}, Limits()
+    )
+    assert queries[0].root == queries[1].root and len(plan.nodes) == 4
+    year = Plan(Limits())
+    root = year.parse({"event": "a", "period": "year", "year": 2024}, "expr", [])
+    assert year.nodes[root][0] == "or" and len(year.leaves) == 12  # bitmapist's YearEvents: OR of months
+
+
+def test_periods_that_never_exist_are_empty_like_bitmapist_keys() -> None:
+    plan = Plan(Limits())
+    for node in (
+        {"event": "a", "period": "month", "year": 2024, "month": 13},
+        {"event": "a", "period": "week", "year": 2021, "week": 53},  # 2021 has 52 ISO weeks
+        {"event": "a", "period": "day", "year": 2023, "month": 2, "day": 29},
+        {"event": "a", "period": "hour", "year": 10**30, "month": 1, "day": 1, "hour": 0},
+    ):
+        assert plan.nodes[plan.parse(node, "expr", [])] == ("empty",)
+    assert plan.nodes[plan.parse({"event": "a", "period": "week", "year": 2020, "week": 53}, "expr", [])] == (
+        "leaf",
+        ("a", "W", "2020-12-28 00:00:00"),
+    )
+
+
+def test_a_doubling_chain_of_refs_stays_linear() -> None:
+    queries = [{"expr": {"event": "a", "period": "unique"}}]
+    for i in range(60):
+        queries.append(
+            {"expr": {"op": "xor", "args": [{"ref": i}, {"ref": i}, {"event": "b", "period": "unique"}]}}
+        )
+    plan, parsed = parse({"queries": queries}, Limits())
+    values = {("a", "U", ""): (BitMap([1, 5]), 1), ("b", "U", ""): (BitMap([2]), 1)}
+    assert len(plan.nodes) == 62 and answer(plan, parsed, values)[-1]["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "limits"),
+    [
+        ({"queries": [{"expr": {"event": "a", "period": "unique"}}] * 3}, "queries", Limits(queries=2)),
+        (
+            {"queries": [{"expr": {"op": "not", "args": [{"op": "not", "args": [LEAVES[0]]}]}}]},
+            "queries[0].expr",
+            Limits(depth=2),
+        ),
+        ({"queries": [{"expr": {"op": "or", "args": LEAVES}}]}, "queries", Limits(leaves=3)),
+        (
+            {"queries": [{"expr": LEAVES[0], "members": {"limit": 11}}]},
+            "queries[0].members.limit",
+            Limits(members=10),
+        ),
+        ({"queries": [{"expr": LEAVES[0], "contains": [2**32]}]}, "queries[0].contains[0]", Limits()),
+        ({"queries": [{"expr": LEAVES[0], "colour": 1}]}, "queries[0].colour", Limits()),
+        ({"queries": [{"expr": {"event": "a", "period": "decade"}}]}, "queries[0].expr.period", Limits()),
+    ],
+)
+def test_limits_and_bad_fields_name_the_field(body: Any, field: str, limits: Limits) -> None:
+    with pytest.raises(QueryError) as caught:
+        parse(body, limits)
+    assert caught.value.field == field
+
+
+def test_redis_bits_to_ids_counts_from_the_high_bit() -> None:
+    assert bits_to_ids(bytes([0b10000001, 0, 0b01000000]), 0).tolist() == [0, 7, 17]
+    assert bits_to_ids(bytes([0b00000001]), 1000).tolist() == [8007]
