@@ -20,6 +20,7 @@ SCENARIOS = {
     "latency": ("bench.latency", "produce → profile and → card result at a fixed rate"),
     "cards": ("bench.cards", "produce → card result over 100k and 1M profiles: incremental vs full maps"),
     "cohort": ("bench.cohort", "a 90-day retention table: the card and the warehouse vs bitmapist on Redis"),
+    "bitmaps": ("bench.bitmaps", "bitmapist's API on cardflow vs bitmapist on Redis: memory, cohorts"),
     "ingest": ("bench.ingest", "SDK and push-API events/s vs a raw producer and a bare endpoint"),
     "archive": ("bench.lake", "the archive worker vs a plain consumer writing the same objects"),
     "replay": ("bench.lake", "`cardflow replay` vs a plain loop producing the lake's records"),

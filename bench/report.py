@@ -18,8 +18,8 @@ from bench.harness import ROOT, cell
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 NOTES = ROOT / "bench" / "notes.md"
-ORDER = ("fold", "scripts", "latency", "cards", "cohort", "ingest", "archive", "replay", "warehouse",
-         "recovery")
+ORDER = ("fold", "scripts", "latency", "cards", "cohort", "bitmaps", "ingest", "archive", "replay",
+         "warehouse", "recovery")
 RANK = {"full": 0, "quick": 1, "smoke": 2}
 SHOWN_VERSIONS = (
     "kafka",
