@@ -239,6 +239,15 @@ def generated(seed: int) -> tuple[list[tuple[Any, ...]], list[tuple[str, int, in
             )
             marks.append((rng.choice(NAMES), uid, when, rng.random() < 0.3, rng.random() < 0.1))
     marks.append(("active", 20_000, FIRST_DAY + timedelta(days=40), False, False))  # a longer bitmap
+    # Two disjoint groups: a cohort of one never does the other (0.0 cells beside blank ones).
+    marks += [
+        ("rare", u, FIRST_DAY + timedelta(days=d), False, False) for u in range(30) for d in range(0, 6, 2)
+    ]
+    marks += [
+        ("late", 5000 + u, FIRST_DAY + timedelta(days=d), False, False)
+        for u in range(20)
+        for d in range(3, 40, 3)
+    ]
     marks += rng.sample(marks, len(marks) // 10)
     rng.shuffle(marks)
     flags = [
@@ -340,7 +349,11 @@ def test_generated_marks_answer_as_bitmapist_does(stack: tuple[Settings, str], r
         ("weeks", "2020-12-01", 6),
         ("months", "2020-12-01", 2),
     ):
-        for s1, s2, s1b in (("active", "song:played", None), ("task:done", "active", "song:played")):
+        for s1, s2, s1b in (
+            ("active", "song:played", None),
+            ("task:done", "active", "song:played"),
+            ("rare", "late", None),
+        ):
             kw = {
                 "select1": s1,
                 "select2": s2,
@@ -357,7 +370,7 @@ def test_generated_marks_answer_as_bitmapist_does(stack: tuple[Settings, str], r
                 shown = {"as_percent": as_percent, "time_group": time_group, "num_of_rows": rows}
                 csv = cf_cohort.render_csv_data(want_table, **shown)
                 assert csv == bm_cohort.render_csv_data(want_table, **shown) and csv.count("\n") > 2
-    assert "" in cells and len([c for c in cells if c not in ("", 0.0)]) > 100
+    assert "" in cells and 0.0 in cells and len([c for c in cells if c not in ("", 0)]) > 100
 
 
 def test_import_moves_a_bitmapist_keyspace(
