@@ -186,6 +186,7 @@ def parse(body: Any, limits: Limits) -> tuple[Plan, list[Query]]:
         )
     plan = Plan(limits)
     queries: list[Query] = []
+    roots: list[int] = []  # each query's expression, for the later ones' refs
     for i, q in enumerate(raw):
         where = f"queries[{i}]"
         if not isinstance(q, dict) or "expr" not in q:
@@ -195,7 +196,8 @@ def parse(body: Any, limits: Limits) -> tuple[Plan, list[Query]]:
             raise QueryError(
                 f"{where}.{sorted(unknown)[0]}", "is not a query field (expr, count, contains, members)"
             )
-        root = plan.parse(q["expr"], f"{where}.expr", [q.root for q in queries])
+        root = plan.parse(q["expr"], f"{where}.expr", roots)
+        roots.append(root)
         if len(plan.leaves) > limits.leaves:
             raise QueryError(
                 "queries", f"the request reads over {limits.leaves} stored bitmaps (bitmaps_max_leaves)"
