@@ -82,12 +82,13 @@ class MapProcess:
 
     def run(self, partition: int, db_path: Path, card_ids: list[str],
             on_partial: Callable[[Partial], Any] | None = None,
-            keys: list[bytes] | None = None,
+            changed: list[tuple[bytes, bytes | None]] | None = None,
             resting: frozenset[str] = frozenset()) -> tuple[list[Partial], list[str]]:
         """Partials for ``card_ids`` over one partition, and the ids of the cards that overran their
         budget or ended the map process (each gets an error partial).
-        ``on_partial`` (from this thread) gets each partial as soon as it is made. ``keys``: the
-        profiles changed since this partition's last run, or None to read them all. Every
+        ``on_partial`` (from this thread) gets each partial as soon as it is made. ``changed``: the
+        profiles changed since this partition's last run, ``(key, stored value or None)`` as the
+        worker's table has them, or None to read them all. Every
         incremental card takes the changes, due or not (the child keeps one previous version of
         each profile, so all must move together) but those ``resting`` after an overrun (they are
         built again from the whole partition when they next run); only ``card_ids`` publish."""
@@ -108,7 +109,7 @@ class MapProcess:
             if conn is None:
                 self._kill()
                 conn = self._start()  # a new child has no profiles cached: it reads them all
-            conn.send((partition, str(db_path), pending, due, keys))
+            conn.send((partition, str(db_path), pending, due, changed))
             if not conn.poll(LOAD_TIMEOUT_S):
                 self._kill()
                 raise TimeoutError(f"card maps: reading partition {partition} took over {LOAD_TIMEOUT_S}s")

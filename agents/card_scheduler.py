@@ -25,12 +25,17 @@ class CardScheduler:
 
     def __init__(self, cards: tuple[Card, ...], process: MapProcess, send: Callable[[Partial], Any],
                  owned: Callable[[], set[int]], db_path: Callable[[int], Path],
-                 busy: Callable[[], bool], behind_factor: float = 5.0) -> None:
+                 busy: Callable[[], bool], behind_factor: float = 5.0,
+                 read: Callable[[int, list[bytes]], list[tuple[bytes, bytes | None]] | None] | None = None,
+                 ) -> None:
         self.cards = {card.id: card for card in cards}
         self.process = process
         self.send = send
         self.owned = owned
         self.db_path = db_path
+        # The stored values of changed keys, read from the worker's table (blocking: called in the
+        # executor thread); None when it cannot (the map process then reads the whole partition).
+        self.read = read or (lambda partition, keys: None)
         self.busy = busy
         self.dirty: dict[str, set[int]] = {card.id: set() for card in cards}
         self.not_before: dict[str, float] = {card.id: 0.0 for card in cards}  # all run once at start
@@ -98,8 +103,7 @@ class CardScheduler:
             resting = frozenset(c for c in self.penalty if time.monotonic() < self.not_before[c])
             try:
                 _, overran = await loop.run_in_executor(
-                    self._executor, self.process.run, partition, self.db_path(partition), card_ids,
-                    publish, keys, resting)
+                    self._executor, self._run, partition, card_ids, publish, keys, resting)
             except BaseException:
                 self.reload.add(partition)  # the child may have missed these keys
                 for card_id, since in taken.items():  # still pending, since then
@@ -114,6 +118,12 @@ class CardScheduler:
                     self.not_before[card_id] = time.monotonic() + self.penalty[card_id]
                 else:
                     self.penalty.pop(card_id, None)
+
+    def _run(self, partition: int, card_ids: list[str], publish: Callable[[Partial], Any],
+             keys: list[bytes] | None, resting: frozenset[str]) -> tuple[list[Partial], list[str]]:
+        """In the executor thread: read the changed profiles, then run the maps."""
+        changed = self.read(partition, keys) if keys is not None else None
+        return self.process.run(partition, self.db_path(partition), card_ids, publish, changed, resting)
 
     def next_run(self, card_id: str, now: float) -> float:
         """When the card may run next (monotonic): after its debounce, or at its schedule's next time."""

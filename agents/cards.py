@@ -5,7 +5,8 @@ table: a worker gets the changes of the partitions whose profiles it holds,
 marks those partitions and keys dirty, and every tick the scheduler
 (agents/card_scheduler.py) runs the maps of the cards whose debounce has
 passed over the dirty partitions, in a child process (agents/card_maps.py)
-reading the partition's RocksDB. Each partial goes to ``card-partials``,
+reading the profiles that changed (the worker's stored values) or, for a whole pass, the
+partition's RocksDB. Each partial goes to ``card-partials``,
 where the reducer (agents/card_reducer.py) turns them into results.
 
 Because the trigger is the topic, not a call from the folder, a card worker
@@ -24,7 +25,7 @@ import faust
 from cardflow.agents.card_maps import MapProcess
 from cardflow.agents.card_metrics import CardMetrics
 from cardflow.agents.card_scheduler import CardScheduler
-from cardflow.batches import BatchingApp, RecordRun, partition_directory
+from cardflow.batches import BatchingApp, RecordRun, partition_directory, read_stored
 from cardflow.card_results import Partial, card_partition, partial_key
 from cardflow.cards import Card, placement
 from cardflow.config import Settings
@@ -59,7 +60,8 @@ def map_cards(app: BatchingApp, settings: Settings, cards: tuple[Card, ...], cha
     process = MapProcess(settings, {card.id: card for card in cards}, metrics,
                          settings.data_dir / "card-maps" / app.conf.id)
     scheduler = CardScheduler(cards, process, send, owned, lambda p: partition_directory(profiles.data, p),
-                              busy=lambda: app.recovering, behind_factor=settings.card_behind_factor)
+                              busy=lambda: app.recovering, behind_factor=settings.card_behind_factor,
+                              read=lambda p, keys: read_stored(profiles.data, p, keys))
     app.health_reports["cards_behind"] = scheduler.behind
 
     async def mark(runs: list[RecordRun]) -> None:

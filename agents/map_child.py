@@ -1,14 +1,14 @@
 """The card map process's side: what runs in the child ``MapProcess`` starts.
 
-The child opens a partition's RocksDB as a *secondary* instance (RocksDB's
-read-only follower that catches up with the worker's writes). An incremental
-card's partial is kept per partition and updated from the profiles that
-changed (their previous versions come from the child's own *shadow* RocksDB,
-on disk); a ``map`` card streams the partition's profiles. Memory does not
-grow with the number of profiles. One partial per card goes back.
+A partition's first pass opens its RocksDB as a *secondary* instance (RocksDB's read-only
+follower of the worker's) and copies every profile into the child's own *shadow* RocksDB, on
+disk. After that the worker sends the profiles that changed, as it stored them: an incremental
+card's partial (kept per partition) takes each one's previous version (from the shadow) out and
+the new one in; a ``map`` card, or a rebuild, streams the shadow. Memory does not grow with the
+number of profiles. One partial per card goes back.
 
-Its own module, importing only what the child needs: a spawned child imports the module of its
-target, and the worker's (Faust, aiokafka, pydantic) would cost it ~50 MiB for nothing.
+Its own module, run as ``python -m cardflow.agents.map_child``, importing only what the child
+needs: the worker's modules (Faust, aiokafka, pydantic) would cost it ~40 MiB for nothing.
 """
 
 from __future__ import annotations
@@ -33,13 +33,18 @@ from cardflow.profiles import load_scripts
 def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tuple[str, ...],
                params: dict[str, dict[str, Any]], workdir: str, incremental: bool,
                faust_prefix: bytes) -> None:
-    """The child's loop: for each job ``(partition, db_path, card_ids, due, keys)`` send
+    """The child's loop: for each job ``(partition, db_path, card_ids, due, changed)`` send
     ``("loaded", n, seconds, offset, max_ts)``, then per card of ``card_ids``, in order, its
     encoded Partial when it is in ``due``, else an empty message (an incremental card brought
     up to date, nothing to publish).
 
-    ``keys`` names the profiles changed since the partition's last job, or is None to read the
-    whole partition again. Keys starting with ``faust_prefix`` are Faust's bookkeeping, not profiles
+    ``changed`` holds the profiles changed since the partition's last job, ``(key, stored value
+    or None when deleted)``, as the worker read them from its own table; None: read the whole
+    partition again. The partition's RocksDB is opened (as a secondary) only for a whole pass —
+    the first, or every one without incremental cards — and closed after the job: a secondary
+    replays the worker's unflushed writes into memtables of its own, most of this process's
+    memory when kept open. Later passes (a ``map`` card, a rebuild) read the shadow.
+    Keys starting with ``faust_prefix`` are Faust's bookkeeping, not profiles
     (given by the worker: the runtime, cardflow.batches, is where Faust's internals are named)."""
     from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict
 
@@ -56,23 +61,15 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
 
     cards = {c.id: c for c in load_cards(card_paths, [s.name for s in load_scripts(script_paths)], params)}
     kept = [c for c in cards.values() if incremental and c.incremental()]  # partials kept here
-    dbs: dict[str, Rdict] = {}
     shadows: dict[str, Rdict] = {}  # db path → profile key → the profile JSON the partials hold
     partials: dict[str, PartitionPartials] = {}  # db path → its incremental cards' partials
     marks: dict[str, tuple[int, int, int]] = {}  # db path → (profiles, offset, max_ts)
 
     def open_secondary(path: str) -> Rdict:
-        db = dbs.get(path)
-        if db is not None:
-            try:
-                db.try_catch_up_with_primary()
-                return db
-            except Exception:  # noqa: BLE001 - the primary was reopened (rebalance): open afresh
-                db.close()
         follower = options()
         follower.set_max_open_files(-1)  # a secondary instance requires it
-        secondary = os.path.join(workdir, f"s{len(dbs)}-{os.path.basename(path)}")
-        db = dbs[path] = Rdict(path, follower, access_type=AccessType.secondary(secondary))
+        secondary = os.path.join(workdir, f"secondary-{os.path.basename(path)}")
+        db = Rdict(path, follower, access_type=AccessType.secondary(secondary))
         db.try_catch_up_with_primary()
         return db
 
@@ -101,6 +98,11 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
             if not key.startswith(faust_prefix):
                 yield decode(key, profile_json_of(value))
 
+    def stream_shadow(shadow: Rdict) -> Iterator[dict[str, Any]]:
+        for key, profile_json in shadow.items():
+            assert isinstance(key, bytes) and isinstance(profile_json, bytes)  # raw mode
+            yield decode(key, profile_json)
+
     while True:
         try:
             job = conn.recv()
@@ -108,14 +110,22 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
             return  # the worker is gone (killed): nothing to answer, nothing to report
         if job is None:
             return
-        partition, path, card_ids, due, keys = job
+        partition, path, card_ids, due, changed = job
         started = time.perf_counter()
-        db = open_secondary(path) if os.path.isdir(path) else None  # none: nothing folded here yet
+        opened: list[Rdict] = []
+
+        def secondary(path: str = path, opened: list[Rdict] = opened) -> Rdict | None:
+            """The partition's RocksDB for this job (None: nothing folded here yet)."""
+            if not opened and os.path.isdir(path):
+                opened.append(open_secondary(path))
+            return opened[0] if opened else None
+
         changes: list[Change] = []
-        if path not in partials or keys is None or db is None or not kept:
+        if path not in partials or changed is None or not kept:
             partials[path] = PartitionPartials(kept)
             shadow = new_shadow(path) if kept else None  # map cards only: nothing to keep
             count, offset, max_ts = 0, -1, 0
+            db = secondary()
             for key, value in (db.items() if db is not None else ()):
                 assert isinstance(key, bytes)  # raw mode
                 if not key.startswith(faust_prefix):
@@ -126,8 +136,8 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
         else:
             shadow = shadows[path]
             count, offset, max_ts = marks[path]
-            for key in keys:
-                value, before = db.get(key), shadow.get(key)
+            for key, value in changed:
+                before = shadow.get(key)
                 after = None if value is None else profile_json_of(value)
                 if after == before:
                     continue
@@ -142,6 +152,10 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
                 changes.append((None if before is None else decode(key, before),
                                 None if after is None else decode(key, after)))
         marks[path] = (count, offset, max_ts)
+        # A pass reads the shadow when there is one: it holds exactly the versions the partials
+        # and the marks were made from (the worker's table may have moved on since).
+        profiles = functools.partial(stream_shadow, shadow) if shadow is not None else (
+            lambda: stream(secondary()))
         here = partials[path]
         here.stale.update(set(here.cards) - set(card_ids))  # they miss these changes
         try:
@@ -149,13 +163,15 @@ def serve_maps(conn: Connection, card_paths: tuple[str, ...], script_paths: tupl
             for card_id in card_ids:
                 card = cards[card_id]
                 if card_id in here.cards:
-                    partial = incremental_partial(here, card, partition, changes,
-                                                  functools.partial(stream, db), max_ts, offset)
+                    partial = incremental_partial(here, card, partition, changes, profiles, max_ts, offset)
                     conn.send_bytes(partial.encode() if card_id in due else b"")
                 else:
-                    conn.send_bytes(map_partition(card, partition, stream(db), max_ts, offset).encode())
+                    conn.send_bytes(map_partition(card, partition, profiles(), max_ts, offset).encode())
         except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
             return
+        finally:
+            for db in opened:
+                db.close()
 
 
 def main() -> None:

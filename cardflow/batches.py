@@ -543,6 +543,19 @@ def partition_db(store: Any, partition: int) -> Any:
     return store._db_for_partition(partition)
 
 
+def read_stored(store: Any, partition: int, keys: list[bytes]) -> list[tuple[bytes, bytes | None]] | None:
+    """The stored values of ``keys`` in ``partition`` of a table's store (None for a deleted
+    key); None when the partition's database is not open here (being moved, or never opened).
+    Blocking: RocksDB reads, from a thread."""
+    db = store._dbs.get(partition)  # never opened here by us: Faust opens a partition's DB itself
+    if db is None:
+        return None
+    try:
+        return [(key, db.get(key)) for key in keys]
+    except Exception:  # noqa: BLE001 - closed under us by a rebalance: the next pass reads it whole
+        return None
+
+
 def partition_directory(store: Any, partition: int) -> Path:
     """The directory of ``partition``'s RocksDB in a table's store (read by the card maps)."""
     return Path(store.partition_path(partition))

@@ -53,16 +53,16 @@ def test_maps_follow_writes_and_survive_bad_cards(tmp_path: Path, settings: Sett
         assert not overran
         assert decode_partial(partials[0].partial)["counts"] == {"view": 3, "buy": 6}
         assert partials[0].offset == 20
-        # Kept profiles: only the keys named are read again; None reads the whole partition.
+        # Kept profiles: only the profiles the worker sends change; None reads the whole partition.
         put(db, "a", {"view": 10}, 21)
         put(db, "d", {"buy": 1}, 22)
-        partials, _ = process.run(0, path, ["top-events"], keys=[b"d"])
+        partials, _ = process.run(0, path, ["top-events"], changed=[(b"d", db.get(b"d"))])
         assert decode_partial(partials[0].partial)["counts"] == {"view": 3, "buy": 7}
         assert partials[0].offset == 22
-        partials, _ = process.run(0, path, ["top-events"], keys=None)
+        partials, _ = process.run(0, path, ["top-events"], changed=None)
         assert decode_partial(partials[0].partial)["counts"] == {"view": 11, "buy": 7}
         del db[b"d"]
-        partials, _ = process.run(0, path, ["top-events"], keys=[b"d"])
+        partials, _ = process.run(0, path, ["top-events"], changed=[(b"d", None)])
         assert decode_partial(partials[0].partial)["counts"] == {"view": 11, "buy": 6}
         # A partition with no database yet is an empty partial, not an error.
         partials, _ = process.run(1, tmp_path / "profiles-1.db", ["top-events"])
