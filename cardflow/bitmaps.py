@@ -432,14 +432,14 @@ def import_bits(wh: Any, body: Any, limits: Limits) -> dict[str, Any]:
     ids = bits_to_ids(data, offset).tolist()
     event, kind, start = root[1]
     if kind == "U":
-        last = length * 8 - 1  # keeps the key's length (what BITOP NOT flips up to) when that bit is unset
+        last = length * 8 - 1  # an unset row there keeps the key's length (what BITOP NOT flips up to)
         if ids:
             wh.command(
                 f"INSERT INTO {wh.database}.bitmap_flags "
                 "SELECT {e:String}, arrayJoin({ids:Array(UInt32)}), 1, 0",
                 {"e": event, "ids": ids},
             )
-        if offset + len(data) == length and length and (not ids or ids[-1] != last):
+        if length and not (ids and ids[-1] == last):
             wh.command(
                 f"INSERT INTO {wh.database}.bitmap_flags SELECT {{e:String}}, {{u:UInt32}}, 0, 0 "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {wh.database}.bitmap_flags WHERE event = {{e:String}} "

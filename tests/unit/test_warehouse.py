@@ -75,6 +75,75 @@ def test_an_insert_retried_with_its_token_is_stored_once(wh: Warehouse) -> None:
     assert [(int(r["n"]), int(r["ids"])) for r in got] == [(6, 6)]  # 64-bit counts come quoted
 
 
+def test_bitmaps_are_kept_read_imported_and_deleted_on_both_backends(wh: Warehouse) -> None:
+    import base64
+
+    from cardflow import bitmaps
+
+    migrate(wh)
+    rows = [
+        {
+            "event_id": f"b{i}",
+            "uid": uid,
+            "event": "bm-open",
+            "ts": ts,
+            "properties": props,
+            "set_properties": "{}",
+            "source": "test",
+            "kafka_topic": "events",
+            "kafka_partition": 1,
+            "kafka_offset": 100 + i,
+            "ingested_at": "2026-12-01 10:00:01.000",
+        }
+        for i, (uid, ts, props) in enumerate(
+            [
+                ("7", "2020-12-31 23:30:00.000", '{"$hourly": true}'),
+                ("4294967295", "2021-01-01 00:10:00.000", "{}"),
+                ("07", "2021-01-01 00:10:00.000", "{}"),  # not bitmapist's way of writing 7: not counted
+                ("x", "2021-01-01 00:10:00.000", '{"$unique": true}'),
+                ("9", "2021-01-02 00:10:00.000", '{"$unique": true}'),
+            ]
+        )
+    ]
+    wh.insert("events", rows, token="events/1/100-104")
+    limits = bitmaps.Limits()
+    week = {"event": "bm-open", "period": "week", "year": 2020, "week": 53}
+    got = bitmaps.run(
+        wh,
+        {
+            "queries": [
+                {"expr": week, "members": {}},
+                {
+                    "expr": {
+                        "event": "bm-open",
+                        "period": "hour",
+                        "year": 2020,
+                        "month": 12,
+                        "day": 31,
+                        "hour": 23,
+                    }
+                },
+                {"expr": {"event": "bm-open", "period": "year", "year": 2021}},
+                {"expr": {"event": "bm-open", "period": "unique"}, "members": {}},
+                {"expr": {"op": "not", "args": [{"event": "bm-open", "period": "unique"}]}},
+            ]
+        },
+        limits,
+    )["results"]
+    assert got[0]["members"] == [7, 9, 4294967295]  # ISO 2020-W53 runs to Sunday 3 January
+    assert [r["count"] for r in got[1:]] == [1, 2, 1, 15]  # NOT: 16 bits (ids up to 9), 1 set
+    assert got[3]["members"] == [9]
+    slice_ = base64.b64encode(bytes([0b01000000, 0b00000001])).decode()  # ids 1 and 15
+    flag = {"event": "bm-paid", "period": "unique"}
+    bitmaps.import_bits(wh, {"expr": flag, "offset": 0, "length": 4, "bits": slice_}, limits)
+    got = bitmaps.run(
+        wh, {"queries": [{"expr": flag, "members": {}}, {"expr": {"op": "not", "args": [flag]}}]}, limits
+    )["results"]
+    assert got[0]["members"] == [1, 15] and got[1]["count"] == 30  # the key's 4 bytes kept
+    bitmaps.delete(wh, {"expr": week}, limits)
+    assert bitmaps.run(wh, {"queries": [{"expr": week}]}, limits)["results"][0]["count"] == 0
+
+
 @pytest.mark.parametrize(
     "value",
     [
