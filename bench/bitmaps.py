@@ -32,6 +32,11 @@ from bench.harness import ROOT, Bench, Progress, Result, alternate, medians, tar
 SPREAD = {"dense": 1, "sparse": 16}
 
 
+def cells(rows: list[list[Any]]) -> list[Any]:
+    """A cohort table as JSON: date, size, counts (None where blank)."""
+    return [[r[0].date().isoformat(), r[1], [None if c == "" else int(c) for c in r[2:]]] for r in rows]
+
+
 def nested(module: Any, start: dt.date) -> Any:
     """(active in month 1 & month 2 & week 5) | (first_seen in week 3 ^ ~active on day 40)."""
     m1 = module.MonthEvents("active", start.year, start.month)
@@ -112,9 +117,7 @@ def child(path: Path, marks_csv: Path, spread: int, start: str) -> None:
                 num_of_rows=AFTER,
                 start_date=start,
             )
-            answer: Any = [
-                [r[0].date().isoformat(), r[1], [None if c == "" else int(c) for c in r[2:]]] for r in rows
-            ]
+            answer: Any = cells(rows)
         else:
             answer = len(nested(cfb, first))
         seconds = time.perf_counter() - t
@@ -208,10 +211,7 @@ def run(bench: Bench) -> Result:
                         num_of_rows=AFTER,
                         start_date=start.isoformat(),
                     )
-                    answer: Any = [
-                        [r[0].date().isoformat(), r[1], [None if c == "" else int(c) for c in r[2:]]]
-                        for r in rows
-                    ]
+                    answer: Any = cells(rows)
                 else:
                     answer = len(nested(bitmapist, start))
                 seconds = time.perf_counter() - t

@@ -21,16 +21,13 @@ facts; flags (``mark_unique`` / ``unmark_unique``) can be set and unset.
 from __future__ import annotations
 
 import calendar
-import json
 import threading
-import urllib.error
-import urllib.request
 import uuid as uuids
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from cardflow.errors import CardflowError
+from cardflow.client import Client, ClientError
 
 TRACK_HOURLY = False  # as bitmapist's: hourly bitmaps cost memory, so they are opt-in per mark
 TRACK_UNIQUE = False
@@ -38,38 +35,21 @@ MAX_ID = 2**32 - 1
 PAGE = 100_000  # ids per request when iterating
 
 
-class BitmapistError(CardflowError):
+class BitmapistError(ClientError):
     """The cardflow API refused or failed a request: ``status`` and its body."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        body = body if isinstance(body, dict) else {"message": str(body)}
-        super().__init__(f"{status} {body.get('error', 'error')}: {body.get('message', '')}")
-        self.status, self.body = status, body
 
 
 class _Connection:
     def __init__(self, url: str, token: str, timeout: float) -> None:
-        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self.client = Client(url, token, timeout)
         self.lock = threading.Lock()
         self.written: dict[int, int] = {}  # partition → highest offset this process's marks got
 
     def post(self, path: str, body: Any) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(
-            f"{self.url}{path}", data=json.dumps(body).encode(), method="POST", headers=headers
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                payload: Any = json.loads(raw)
-            except ValueError:
-                payload = raw.decode(errors="replace")
-            raise BitmapistError(exc.code, payload) from None
+            return self.client.post(path, body)
+        except ClientError as exc:
+            raise BitmapistError(exc.status, exc.body) from None
 
     def send(self, events: list[dict[str, Any]]) -> None:
         answer = self.post("/v1/events", events)
