@@ -50,6 +50,10 @@ class _Connection:
             return self.client.post(path, body)
         except ClientError as exc:
             raise BitmapistError(exc.status, exc.body) from None
+        except OSError as exc:  # refused, reset, timed out: say where it tried
+            raise BitmapistError(503, {"error": "unreachable", "message": (
+                f"cannot reach cardflow's API at {self.client.url}: {getattr(exc, 'reason', exc)}; "
+                "is `cardflow api` running, and is setup(url) right?")}) from None
 
     def send(self, events: list[dict[str, Any]]) -> None:
         answer = self.post("/v1/events", events)

@@ -139,3 +139,19 @@ def test_limits_and_bad_fields_name_the_field(body: Any, field: str, limits: Lim
 def test_redis_bits_to_ids_counts_from_the_high_bit() -> None:
     assert bits_to_ids(bytes([0b10000001, 0, 0b01000000]), 0).tolist() == [0, 7, 17]
     assert bits_to_ids(bytes([0b00000001]), 1000).tolist() == [8007]
+
+
+def test_the_client_says_where_it_could_not_reach_and_refuses_bad_ids() -> None:
+    import cardflow.bitmapist as cfb
+    from cardflow.local_kafka import free_port
+
+    cfb.setup(f"http://127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(cfb.BitmapistError, match="cannot reach cardflow's API at http://127.0.0.1"):
+            len(cfb.MonthEvents("active", 2024, 1))
+        for bad in (-1, 2**32, "7", 7.0, True):
+            with pytest.raises(ValueError, match="integers from 0 to 4294967295"):
+                cfb.mark_event("active", bad)  # type: ignore[arg-type]
+        assert "x" not in cfb.UniqueEvents("premium")  # not an id, so not a member (no request made)
+    finally:
+        cfb.setup("http://127.0.0.1:8000")
