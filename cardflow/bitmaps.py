@@ -15,8 +15,10 @@ operation's is the longest of its operands'.
 
 from __future__ import annotations
 
+import array
 import itertools
 import struct
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -285,7 +287,7 @@ class Reader:
         return out
 
 
-def _rows(data: bytes, with_max: bool) -> Iterable[tuple[int, np.ndarray, int]]:
+def _rows(data: bytes, with_max: bool) -> Iterable[tuple[int, array.array[int], int]]:
     """RowBinary rows of (UInt64 index, Array(UInt32)[, UInt32 max])."""
     at = 0
     while at < len(data):
@@ -299,7 +301,10 @@ def _rows(data: bytes, with_max: bool) -> Iterable[tuple[int, np.ndarray, int]]:
             shift += 7
             if byte < 0x80:
                 break
-        ids = np.frombuffer(data, dtype="<u4", count=n, offset=at)
+        # array.array, not numpy: pyroaring builds a bitmap from it ~10x faster (buffer protocol).
+        ids = array.array("I", data[at : at + 4 * n])
+        if sys.byteorder == "big":
+            ids.byteswap()  # RowBinary is little-endian
         at += 4 * n
         top = 0
         if with_max:
