@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cardflow.errors import CardflowError
+
 KEY = re.compile(r"^trackist_(?P<event>.+)_(?P<period>u|W\d{1,4}-\d{1,2}|\d{1,4}-\d{1,2}(?:-\d{1,2}){0,2})$")
 SLICE = 64 * 1024  # bytes of a key per request: ≤ 512k ids, well under the API's 1 MB body
 
@@ -45,9 +47,16 @@ def keys(client: Any) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def run(redis_url: str, post: Callable[[str, Any], Any], dry_run: bool, echo: Callable[[str], None]) -> int:
     """Import (or with ``dry_run`` list) every bitmapist key; returns how many keys."""
-    import redis
+    try:
+        import redis
+    except ImportError:
+        raise CardflowError("reading bitmapist's Redis needs redis-py: "
+                            "pip install 'cardflow[bitmapist]'") from None
 
-    client: Any = redis.Redis.from_url(redis_url)
+    try:
+        client: Any = redis.Redis.from_url(redis_url)
+    except ValueError as exc:
+        raise CardflowError(f"--redis {redis_url!r}: {exc}") from None
     count = 0
     for key, expr in sorted(keys(client)):
         length = client.strlen(key)

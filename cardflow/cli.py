@@ -446,10 +446,12 @@ def import_bitmapist(ctx: click.Context, redis_url: str, api_url: str | None, to
         count = bitmap_import.run(redis_url, client.post, dry_run, click.echo)
     except ClientError as exc:
         raise click.ClickException(f"cardflow refused the import: {exc}") from None
+    except OSError as exc:  # the API: refused, reset, timed out
+        reason = getattr(exc, "reason", exc)
+        raise click.ClickException(f"cannot reach cardflow's API at {client.url}: {reason} "
+                                   "(is `cardflow api` running? --api)") from None
     except Exception as exc:
-        import redis
-
-        if isinstance(exc, redis.RedisError):
+        if type(exc).__module__.startswith("redis"):  # redis-py's errors: connection, auth, type
             raise click.ClickException(f"cannot read bitmapist's Redis at {redis_url}: {exc}") from None
         raise
     click.echo(f"{count} bitmapist keys {'found (dry run: nothing sent)' if dry_run else 'imported'}")

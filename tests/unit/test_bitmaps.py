@@ -155,3 +155,27 @@ def test_the_client_says_where_it_could_not_reach_and_refuses_bad_ids() -> None:
         assert "x" not in cfb.UniqueEvents("premium")  # not an id, so not a member (no request made)
     finally:
         cfb.setup("http://127.0.0.1:8000")
+
+
+def test_the_import_command_says_what_it_could_not_read_or_reach(redis_port: int) -> None:
+    import redis
+    from click.testing import CliRunner
+
+    from cardflow.cli import cli
+    from cardflow.local_kafka import free_port
+
+    redis.Redis(port=redis_port, db=11).setbit("trackist_signup_2024-1", 5, 1)
+    url = f"redis://127.0.0.1:{redis_port}/11"
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["import", "bitmapist", *args])
+
+    listed = run("--redis", url, "--dry-run")
+    assert listed.exit_code == 0 and "trackist_signup_2024-1: 1 ids" in listed.output
+    for args, says in (
+        (("--redis", "notaurl", "--dry-run"), "Redis URL must specify"),
+        (("--redis", f"redis://127.0.0.1:{free_port()}/0"), "cannot read bitmapist's Redis"),
+        (("--redis", url, "--api", f"http://127.0.0.1:{free_port()}"), "cannot reach cardflow's API"),
+    ):
+        got = run(*args)
+        assert got.exit_code == 1 and says in got.output and "Traceback" not in got.output, got.output
