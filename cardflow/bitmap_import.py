@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cardflow.bitmaps import IMPORT_SLICE
 from cardflow.errors import CardflowError
 
 KEY = re.compile(r"^trackist_(?P<event>.+)_(?P<period>u|W\d{1,4}-\d{1,2}|\d{1,4}-\d{1,2}(?:-\d{1,2}){0,2})$")
-SLICE = 64 * 1024  # bytes of a key per request: ≤ 512k ids, well under the API's 1 MB body
+SLICE = IMPORT_SLICE  # bytes of a key per request: ≤ 512k ids, well under the API's 1 MB body
 
 
 def parse_key(key: str) -> dict[str, Any] | None:

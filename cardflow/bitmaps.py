@@ -33,6 +33,7 @@ KINDS = {"hour": "H", "day": "D", "week": "W", "month": "M"}
 PERIODS = (*KINDS, "year", "unique")
 OPS = ("and", "or", "xor", "not")
 MAX_ID = 2**32 - 1
+IMPORT_SLICE = 64 * 1024  # bytes of a Redis bitmap per import request: at most 512k ids to insert
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,9 @@ def import_bits(wh: Any, body: Any, limits: Limits) -> dict[str, Any]:
         data = base64.b64decode(body.get("bits") or "", validate=True)
     except (binascii.Error, TypeError, ValueError) as exc:
         raise QueryError("bits", f"must be base64: {exc}") from None
+    if len(data) > IMPORT_SLICE:
+        raise QueryError("bits", f"{len(data)} bytes: send slices of at most {IMPORT_SLICE} bytes "
+                                 "(as cardflow import bitmapist does)")
     if not 0 <= offset <= length <= (MAX_ID + 1) // 8 or offset + len(data) > length:
         raise QueryError(
             "offset", f"the slice [{offset}, {offset + len(data)}) must lie in the key's {length} bytes"

@@ -179,3 +179,21 @@ def test_the_import_command_says_what_it_could_not_read_or_reach(redis_port: int
     ):
         got = run(*args)
         assert got.exit_code == 1 and says in got.output and "Traceback" not in got.output, got.output
+
+
+def test_an_import_slice_is_bounded_and_must_lie_in_its_key() -> None:
+    import base64
+
+    from cardflow.bitmaps import IMPORT_SLICE, import_bits
+
+    flag = {"event": "f", "period": "unique"}
+    for body, field in (
+        ({"expr": flag, "offset": 0, "length": IMPORT_SLICE + 1,
+          "bits": base64.b64encode(b"\x01" * (IMPORT_SLICE + 1)).decode()}, "bits"),
+        ({"expr": flag, "offset": 3, "length": 4, "bits": base64.b64encode(b"\x01\x01").decode()}, "offset"),
+        ({"expr": flag, "offset": 0, "length": 4, "bits": "not base64!"}, "bits"),
+        ({"expr": {"op": "not", "args": [flag]}, "offset": 0, "length": 1, "bits": ""}, "expr"),
+    ):
+        with pytest.raises(QueryError) as caught:
+            import_bits(None, body, Limits())  # refused before the warehouse is touched
+        assert caught.value.field == field
