@@ -64,6 +64,11 @@ class MapProcess:
         self._conn = parent
         return parent
 
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (None before its first job or after a kill)."""
+        return self._proc.pid if self._proc is not None else None
+
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

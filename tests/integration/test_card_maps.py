@@ -64,6 +64,13 @@ def test_maps_follow_writes_and_survive_bad_cards(tmp_path: Path, settings: Sett
         del db[b"d"]
         partials, _ = process.run(0, path, ["top-events"], changed=[(b"d", None)])
         assert decode_partial(partials[0].partial)["counts"] == {"view": 11, "buy": 6}
+        # The child is its own lean interpreter: none of the worker's libraries (Faust, the Kafka
+        # clients, pydantic) are loaded in it; their native modules would be mapped if they were.
+        assert process.pid is not None
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "rocksdict" in maps  # what it does use
+        for library in ("pydantic_core", "confluent_kafka", "aiokafka", "faust"):
+            assert library not in maps, library
         # A partition with no database yet is an empty partial, not an error.
         partials, _ = process.run(1, tmp_path / "profiles-1.db", ["top-events"])
         assert partials[0].error is None and partials[0].offset == -1
