@@ -19,6 +19,8 @@ import array
 import itertools
 import struct
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -241,13 +243,90 @@ def _nbytes(bitmap: BitMap) -> int:
     return bitmap.max() // 8 + 1 if bitmap else 0
 
 
-class Reader:
-    """Reads leaves from the warehouse (blocking: call from a thread)."""
+class Cache:
+    """Stored bitmaps kept between requests, each with the state of the table part it was read
+    from: its month's partition of ``bitmaps`` (or all of ``bitmap_flags``) as ``system.parts``
+    shows it — parts, rows, the highest block number (every insert raises it) and data version
+    (every mutation, a delete included, raises it). A bitmap is used again only while that state
+    is unchanged, so an insert into this month leaves last month's bitmaps cached. Bounded by
+    their serialized size (``bitmaps_cache_mb``), least recently used out first."""
 
-    def __init__(self, wh: Any) -> None:
-        self.wh = wh
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._held: OrderedDict[Leaf, tuple[Any, Value, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, leaf: Leaf, mark: Any) -> Value | None:
+        with self._lock:
+            held = self._held.get(leaf)
+            if held is None or held[0] != mark:
+                self.misses += 1
+                return None
+            self._held.move_to_end(leaf)
+            self.hits += 1
+            return held[1]
+
+    def put(self, leaf: Leaf, mark: Any, value: Value) -> None:
+        stats = value[0].get_statistics()  # what its containers hold in memory, plus per-container overhead
+        size = (stats["n_bytes_array_containers"] + stats["n_bytes_run_containers"]
+                + stats["n_bytes_bitset_containers"] + 48 * stats["n_containers"] + 200)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._held.pop(leaf, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._held[leaf] = (mark, value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, _, dropped) = self._held.popitem(last=False)
+                self._bytes -= dropped
+
+
+class Reader:
+    """Reads leaves from the warehouse (blocking: call from a thread), through ``cache`` if any."""
+
+    def __init__(self, wh: Any, cache: Cache | None = None) -> None:
+        self.wh, self.cache = wh, cache
+
+    def marks(self) -> dict[tuple[str, str], tuple[int, ...]]:
+        """(table, partition id) → the state of its active parts."""
+        rows = self.wh.query(
+            "SELECT table AS t, partition_id AS p, count() AS parts, sum(rows) AS n, "
+            "max(max_block_number) AS block, max(data_version) AS version FROM system.parts "
+            "WHERE database = {db:String} AND table IN ('bitmaps', 'bitmap_flags') AND active "
+            "GROUP BY table, partition_id",
+            {"db": self.wh.database},
+        )
+        return {(r["t"], r["p"]): (int(r["parts"]), int(r["n"]), int(r["block"]), int(r["version"]))
+                for r in rows}
 
     def read(self, leaves: Iterable[Leaf]) -> dict[Leaf, Value]:
+        if self.cache is None:
+            return self._fetch(leaves)
+        marks = self.marks()
+
+        def mark(leaf: Leaf) -> Any:
+            part = ("bitmap_flags", "all") if leaf[1] == "U" else ("bitmaps", leaf[2][:4] + leaf[2][5:7])
+            return marks.get(part)
+
+        out: dict[Leaf, Value] = {}
+        missing = []
+        for leaf in set(leaves):
+            held = self.cache.get(leaf, mark(leaf))
+            if held is None:
+                missing.append(leaf)
+            else:
+                out[leaf] = held
+        for leaf, value in self._fetch(missing).items():
+            # Read after the marks: a change in between shows as a new mark next time (a miss).
+            self.cache.put(leaf, mark(leaf), value)
+            out[leaf] = value
+        return out
+
+    def _fetch(self, leaves: Iterable[Leaf]) -> dict[Leaf, Value]:
         leaves = sorted(set(leaves))
         out: dict[Leaf, Value] = {leaf: (BitMap(), 0) for leaf in leaves}
         periods = [leaf for leaf in leaves if leaf[1] != "U"]
@@ -373,10 +452,10 @@ def answer(plan: Plan, queries: list[Query], values: dict[Leaf, Value]) -> list[
     return out
 
 
-def run(wh: Any, body: Any, limits: Limits) -> dict[str, Any]:
+def run(wh: Any, body: Any, limits: Limits, cache: Cache | None = None) -> dict[str, Any]:
     """A ``POST /v1/bitmaps/ops`` body → its answer (blocking)."""
     plan, queries = parse(body, limits)
-    return {"results": answer(plan, queries, Reader(wh).read(plan.leaves))}
+    return {"results": answer(plan, queries, Reader(wh, cache).read(plan.leaves))}
 
 
 def delete(wh: Any, body: Any, limits: Limits) -> dict[str, Any]:

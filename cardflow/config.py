@@ -153,6 +153,9 @@ class Settings(BaseSettings):
         "distinct stored bitmaps one POST /v1/bitmaps/ops reads"))
     bitmaps_max_members: int = Field(100_000, ge=1, le=10_000_000, description=(
         "ids in one page of members, and ids asked about (contains) in one expression"))
+    bitmaps_cache_mb: int = Field(64, ge=0, le=65536, description=(
+        "stored bitmaps the warehouse worker keeps between requests while their month's data is "
+        "unchanged (0: none)"))
     query_max_filters: int = Field(20, ge=0, le=1000)
     query_max_in_values: int = Field(1000, ge=1, le=100_000)
     query_max_string_chars: int = Field(1024, ge=1, le=1_000_000, description=(

@@ -121,6 +121,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             start DateTime('UTC'),
             users AggregateFunction(groupBitmap, UInt32)
         ) ENGINE = AggregatingMergeTree
+        PARTITION BY toYYYYMM(start)
         ORDER BY (event, kind, start)""",
         """CREATE TABLE IF NOT EXISTS {db}.bitmap_flags (
             event LowCardinality(String),

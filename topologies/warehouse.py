@@ -146,6 +146,7 @@ def bitmap_pages(app: faust.App, wh: Warehouse, settings: Settings, loader: Even
     ``partition:offset,…``) makes it wait until those events are loaded: a client reads its own
     marks, as on Redis."""
     topic, limits = settings.topic(EVENTS), settings.bitmap_limits()
+    cache = bitmaps.Cache(settings.bitmaps_cache_mb << 20) if settings.bitmaps_cache_mb else None
 
     def loaded(targets: dict[int, int]) -> bool:
         return all(loader.done.get((topic, p), -1) >= o for p, o in targets.items())
@@ -206,7 +207,7 @@ def bitmap_pages(app: faust.App, wh: Warehouse, settings: Settings, loader: Even
     @app.page("/warehouse/bitmaps/ops/")
     class Ops(faust.web.View):
         async def post(self, request: faust.web.Request) -> faust.web.Response:
-            return await serve(self, request, lambda body: bitmaps.run(wh, body, limits))
+            return await serve(self, request, lambda body: bitmaps.run(wh, body, limits, cache))
 
     @app.page("/warehouse/bitmaps/import/")
     class Import(faust.web.View):

@@ -171,3 +171,53 @@ def test_bad_names_and_urls_are_clear_errors(tmp_path: Path) -> None:
     assert "secret" not in str(info.value)  # the password is not in the message
     with pytest.raises(ConfigError, match="use chdb:///path"):
         open_warehouse("ftp://x")
+
+
+def test_cached_bitmaps_are_used_only_while_their_month_is_unchanged(wh: Warehouse) -> None:
+    from cardflow import bitmaps
+
+    migrate(wh)
+
+    def event(n: int, uid: str, ts: str, name: str = "bm-cache") -> dict[str, object]:
+        return {
+            "event_id": f"c{n}",
+            "uid": uid,
+            "event": name,
+            "ts": ts,
+            "properties": "{}",
+            "set_properties": "{}",
+            "source": "test",
+            "kafka_topic": "events",
+            "kafka_partition": 2,
+            "kafka_offset": n,
+            "ingested_at": "2026-12-01 10:00:01.000",
+        }
+
+    wh.insert(
+        "events",
+        [event(1, "1", "2021-03-05 10:00:00.000"), event(2, "2", "2021-04-05 10:00:00.000")],
+        token="events/2/1-2",
+    )
+    cache, limits = bitmaps.Cache(1 << 20), bitmaps.Limits()
+    march = {"event": "bm-cache", "period": "month", "year": 2021, "month": 3}
+    april = {"event": "bm-cache", "period": "month", "year": 2021, "month": 4}
+
+    def counts() -> list[int]:
+        got = bitmaps.run(wh, {"queries": [{"expr": march}, {"expr": april}]}, limits, cache)["results"]
+        return [r["count"] for r in got]
+
+    assert counts() == [1, 1] and (cache.hits, cache.misses) == (0, 2)
+    assert counts() == [1, 1] and cache.hits == 2  # unchanged: both from the cache
+    wh.insert("events", [event(3, "3", "2021-04-06 10:00:00.000")], token="events/2/3-3")
+    assert counts() == [1, 2] and (cache.hits, cache.misses) == (3, 3)  # April read again, March kept
+    wh.command(f"OPTIMIZE TABLE {wh.database}.bitmaps FINAL")  # a merge changes nothing it holds
+    assert counts() == [1, 2]
+    bitmaps.delete(wh, {"expr": april}, limits)
+    assert counts() == [1, 0]  # a delete is a new state of April's part
+    wh.command(f"TRUNCATE TABLE {wh.database}.bitmaps")
+    assert counts() == [0, 0]
+    tiny = bitmaps.Cache(10)  # smaller than any bitmap: nothing kept, answers the same
+    wh.insert("events", [event(4, "4", "2021-03-07 10:00:00.000")], token="events/2/4-4")
+    assert [r["count"] for r in bitmaps.run(wh, {"queries": [{"expr": march}]}, limits, tiny)["results"]] == [
+        1
+    ]
