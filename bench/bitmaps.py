@@ -284,9 +284,9 @@ def run(bench: Bench) -> Result:
         measure(layout, spread)
     result.tables["memory"] = memory
     result.notes.append(
-        "cardflow keeps the bitmaps on disk (ClickHouse parts) and reads them per request; Redis "
-        "keeps every key in memory. The warehouse process's resident memory (chDB's engine "
-        "included) is in the table, not in the ratio"
+        "cardflow keeps the bitmaps on disk (ClickHouse parts) and reads them per request, or from "
+        "its cache (bitmaps_cache_mb, 64 MiB at most); Redis keeps every key in memory. The "
+        "warehouse process's resident memory (chDB's engine included) is in the table, not in the ratio"
     )
     result.notes.append(
         "answers checked equal (cohort cells and the nested operation's count) before the ratios"
