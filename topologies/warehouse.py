@@ -18,7 +18,6 @@ read from it on its web server — the API forwards ``POST /v1/query`` and ``POS
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,7 @@ from cardflow.connectors.kafka_admin import EVENTS, PROFILE_CHANGES
 from cardflow.connectors.warehouse import Warehouse, migrate, warehouse_of
 from cardflow.errors import QueryError, WarehouseError
 from cardflow.insights import Answers
+from cardflow.offsets import parse_offsets
 
 
 def build_warehouse(settings: Settings) -> faust.App:
@@ -172,14 +172,11 @@ def bitmap_pages(app: faust.App, wh: Warehouse, settings: Settings, loader: Even
                              status=400)
         after = body.get("after") if isinstance(body, dict) else None
         if after:
-            if not isinstance(after, str) or not re.fullmatch(r"\d{1,9}:\d{1,19}(,\d{1,9}:\d{1,19})*", after):
+            targets = parse_offsets(after) if isinstance(after, str) else None
+            if targets is None:
                 return view.json({"error": "bad_query", "field": "after", "message": (
                     "must be partition:offset pairs, comma-separated, as POST /v1/events answers them")},
                     status=400)
-            targets: dict[int, int] = {}
-            for pair in after.split(","):
-                p, o = (int(x) for x in pair.split(":"))
-                targets[p] = max(o, targets.get(p, -1))
             loop = asyncio.get_running_loop()
             deadline = time.monotonic() + settings.wait_timeout_ms / 1000
             asked = 0.0

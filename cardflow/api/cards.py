@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from cardflow.card_results import CARD_RESULT, served
 from cardflow.config import Scope, Settings
 from cardflow.connectors.kafka_admin import RESULTS
 from cardflow.kafka_clients import aiokafka_options
+from cardflow.offsets import parse_offsets
 
 from .auth import SETTINGS_KEY, require
 from .errors import error
@@ -219,11 +219,8 @@ def add_card_routes(app: web.Application, settings: Settings) -> None:
 def _targets(after: str, accepted: Accepted | None) -> dict[int, int]:
     """``?after=``: ``partition:offset`` pairs (comma-separated, as the push API answers them),
     or the id of an event this replica accepted lately."""
-    if re.fullmatch(r"\d{1,9}:\d{1,19}(,\d{1,9}:\d{1,19})*", after):
-        targets: dict[int, int] = {}
-        for pair in after.split(","):
-            partition, offset = (int(x) for x in pair.split(":"))
-            targets[partition] = max(offset, targets.get(partition, -1))
+    targets = parse_offsets(after)
+    if targets is not None:
         return targets
     found = accepted.where.get(after) if accepted is not None else None
     if found is None:

@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cardflow.client import Client, ClientError
+from cardflow.offsets import format_offsets, parse_offsets
 
 TRACK_HOURLY = False  # as bitmapist's: hourly bitmaps cost memory, so they are opt-in per mark
 TRACK_UNIQUE = False
@@ -63,14 +64,13 @@ class _Connection:
                 400, {"error": "rejected", "message": f"{len(rejected)} marks refused: {rejected[:3]}"}
             )
         with self.lock:
-            for pair in filter(None, (answer.get("offsets") or "").split(",")):
-                partition, offset = (int(x) for x in pair.split(":"))
+            for partition, offset in (parse_offsets(answer.get("offsets") or "") or {}).items():
                 self.written[partition] = max(offset, self.written.get(partition, -1))
 
     def after(self, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` asking the server to wait until this process's marks are loaded."""
         with self.lock:
-            after = ",".join(f"{p}:{o}" for p, o in sorted(self.written.items()))
+            after = format_offsets(self.written)
         return {**body, "after": after} if after else body
 
     def ops(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
