@@ -32,6 +32,15 @@ from bench.cohort import AFTER, ROWS, Redis, marks
 from bench.harness import ROOT, Bench, Progress, Result, alternate, medians, target
 
 SPREAD = {"dense": 1, "sparse": 16}
+# The table both sides compute (bitmapist's get_dates_data arguments).
+COHORT: dict[str, Any] = {
+    "select1": "first_seen",
+    "select2": "active",
+    "time_group": "days",
+    "as_percent": False,
+    "num_results": ROWS,
+    "num_of_rows": AFTER,
+}
 
 
 def cells(rows: list[list[Any]]) -> list[Any]:
@@ -116,15 +125,7 @@ def child(path: Path, marks_csv: Path, spread: int, start: str) -> None:
     for line in sys.stdin:
         t = time.perf_counter()
         if line.strip() == "cohort":
-            rows = cohort.get_dates_data(
-                "first_seen",
-                "active",
-                time_group="days",
-                as_percent=False,
-                num_results=ROWS,
-                num_of_rows=AFTER,
-                start_date=start,
-            )
+            rows = cohort.get_dates_data(**COHORT, start_date=start)
             answer: Any = cells(rows)
         else:
             connection.cached = line.strip() == "nested-cached"
@@ -213,12 +214,7 @@ def run(bench: Bench) -> Result:
                 t = time.perf_counter()
                 if what == "cohort":
                     rows = get_dates_data(
-                        "first_seen",
-                        "active",
-                        time_group="days",
-                        as_percent=False,
-                        num_results=ROWS,
-                        num_of_rows=AFTER,
+                        **COHORT,
                         start_date=start.isoformat(),
                     )
                     answer: Any = cells(rows)
