@@ -71,15 +71,19 @@ class EventLoader:
     def forget(self) -> None:
         self.done.clear()
 
-    def _loaded_through(self, topic: str, partition: int) -> int:
-        rows = self._retry(
-            lambda: self.wh.query(
-                f"SELECT max(kafka_offset) AS o, count() AS n FROM {self.wh.database}.events "
-                "WHERE kafka_topic = {t:String} AND kafka_partition = {p:UInt32}",
-                {"t": topic, "p": partition},
-            )
+    def loaded_in_table(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Partition → the last offset the events table holds of it (absent: none), whoever
+        loaded it. Blocking, not retried."""
+        rows = self.wh.query(
+            f"SELECT kafka_partition AS p, max(kafka_offset) AS o FROM {self.wh.database}.events "
+            "WHERE kafka_topic = {t:String} AND kafka_partition IN {ps:Array(UInt32)} "
+            "GROUP BY kafka_partition",
+            {"t": topic, "ps": partitions},
         )
-        return int(rows[0]["o"]) if rows and int(rows[0]["n"]) else -1
+        return {int(r["p"]): int(r["o"]) for r in rows}
+
+    def _loaded_through(self, topic: str, partition: int) -> int:
+        return int(self._retry(lambda: self.loaded_in_table(topic, [partition])).get(partition, -1))
 
     def load(self, batch: dict[tuple[str, int], list[Any]]) -> None:
         now_ms = int(time.time() * 1000)

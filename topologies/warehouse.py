@@ -155,12 +155,9 @@ def bitmap_pages(app: faust.App, wh: Warehouse, settings: Settings, loader: Even
         """What this worker has not loaded itself (another worker's partitions, or none loaded
         since it started): how far the table has them."""
         missing = [p for p, o in targets.items() if loader.done.get((topic, p), -1) < o]
-        rows = wh.query(f"SELECT kafka_partition AS p, max(kafka_offset) AS o FROM {wh.database}.events "
-                        "WHERE kafka_topic = {t:String} AND kafka_partition IN {ps:Array(UInt32)} "
-                        "GROUP BY kafka_partition", {"t": topic, "ps": missing})
-        for row in rows:
-            key = (topic, int(row["p"]))
-            loader.done[key] = max(loader.done.get(key, -1), int(row["o"]))
+        for partition, offset in loader.loaded_in_table(topic, missing).items():
+            key = (topic, partition)
+            loader.done[key] = max(loader.done.get(key, -1), offset)
 
     async def serve(view: faust.web.View, request: faust.web.Request,
                     work: Callable[[Any], dict[str, Any]]) -> faust.web.Response:
