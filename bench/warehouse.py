@@ -2,7 +2,8 @@
 
 - load: ``cardflow worker warehouse`` from its readiness to the last row inserted (rows/s), vs a
   plain chDB bulk insert of the same rows (JSONEachRow, the same batch size, rows pre-built) in a
-  process of its own (chDB: one engine per process);
+  process of its own (chDB: one engine per process), and vs the worker with
+  ``warehouse_bitmaps`` off (what bitmapist's bitmaps cost the load);
 - queries: a synthetic warehouse (each user's first day uniform over 90 days, later events after
   it; five event names; browser and amount properties; a country per user), then each insights
   query kind several times through ``Answers`` with the cache off: p50 and p95 in ms.
@@ -213,6 +214,9 @@ def run(bench: Bench) -> Result:
         bench.rounds,
         {
             "cardflow worker warehouse": lambda r: load_worker(worker_settings(r), records),
+            "cardflow worker warehouse, warehouse_bitmaps off": lambda r: load_worker(
+                worker_settings(r, "off").replace(warehouse_bitmaps=False), records
+            ),
             "plain chDB insert": lambda r: load_baseline(
                 rounds[r].data_dir / "baseline", n, rounds[r].batch_size
             ),
@@ -223,6 +227,8 @@ def run(bench: Bench) -> Result:
     eps = medians(result.contenders["cardflow worker warehouse"])["events_per_s"]
     ratio = eps / medians(result.contenders["plain chDB insert"])["events_per_s"]
     result.ratios["loader / plain insert"] = round(ratio, 3)
+    off = medians(result.contenders["cardflow worker warehouse, warehouse_bitmaps off"])["events_per_s"]
+    result.ratios["loader with bitmapist's bitmaps / without"] = round(eps / off, 3)
     out = subprocess.run(
         [
             sys.executable,

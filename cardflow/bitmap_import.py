@@ -38,40 +38,73 @@ def parse_key(key: str) -> dict[str, Any] | None:
     return {"event": event, "period": ("month", "day", "hour")[len(parts) - 2], **fields}
 
 
-def keys(client: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    for raw in client.scan_iter(match="trackist_*", count=1000):
-        key = raw.decode(errors="replace")
+def keys(client: Any, skipped: Callable[[str], None]) -> Iterator[tuple[bytes, str, dict[str, Any]]]:
+    """bitmapist's keys: (the key as Redis holds it, its name, the bitmap it names)."""
+    for raw in client.scan_iter(match=b"trackist_*", count=1000):
+        try:
+            key = raw.decode()
+        except UnicodeDecodeError:  # bitmapist writes UTF-8 names; a decoded stand-in would rename it
+            skipped(f"{raw!r}: not a bitmapist key (its name is not UTF-8)")
+            continue
         expr = parse_key(key)
         if expr is not None:
-            yield key, expr
+            yield raw, key, expr
+        elif not key.startswith("trackist_bitop_"):
+            skipped(f"{key}: not a bitmapist key name (trackist_<event>_<period>)")
 
 
 def run(redis_url: str, post: Callable[[str, Any], Any], dry_run: bool, echo: Callable[[str], None]) -> int:
-    """Import (or with ``dry_run`` list) every bitmapist key; returns how many keys."""
+    """Import (or with ``dry_run`` list) every bitmapist key; returns how many keys.
+
+    A key that cannot be imported (refused by the API as a bad request, not a string in Redis)
+    is that key's failure: the others are imported, and a CardflowError listing the failed ones
+    ends the run. Anything that would fail every key (Redis or the API unreachable, a token
+    without admin scope) ends it at once."""
     try:
         import redis
     except ImportError:
         raise CardflowError("reading bitmapist's Redis needs redis-py: "
                             "pip install 'cardflow[bitmapist]'") from None
+    from cardflow.client import ClientError
 
     try:
         client: Any = redis.Redis.from_url(redis_url)
     except ValueError as exc:
         raise CardflowError(f"--redis {redis_url!r}: {exc}") from None
+    skipped: list[str] = []
+    failed: list[str] = []
     count = 0
-    for key, expr in sorted(keys(client)):
-        length = client.strlen(key)
-        count += 1
-        if dry_run:
-            echo(f"{key}: {client.bitcount(key)} ids, {length} bytes → {expr}")
-            continue
-        ids = 0
-        for offset in range(0, max(length, 1), SLICE):
-            data = client.getrange(key, offset, offset + SLICE - 1) if length else b""
-            last = offset + len(data) >= length
-            if any(data) or last:  # the last slice always goes: it carries the key's length
-                answer = post("/v1/bitmaps/import", {"expr": expr, "offset": offset, "length": length,
-                                                     "bits": base64.b64encode(data).decode()})
-                ids += answer["imported"]
-        echo(f"{key}: {ids} ids imported")
+    for raw, key, expr in sorted(keys(client, skipped.append)):
+        try:
+            if dry_run:
+                echo(f"{key}: {client.bitcount(raw)} ids, {client.strlen(raw)} bytes → {expr}")
+            else:
+                echo(f"{key}: {_import_key(client, raw, expr, post)} ids imported")
+            count += 1
+        except ClientError as exc:
+            if exc.status != 400:
+                raise
+            failed.append(f"{key}: {exc}")
+        except redis.ResponseError as exc:  # e.g. WRONGTYPE: a key under bitmapist's names, not a string
+            failed.append(f"{key}: Redis: {exc}")
+    for line in skipped:
+        echo(f"skipped {line}")
+    if failed:
+        for line in failed:
+            echo(f"NOT imported {line}")
+        raise CardflowError(f"{len(failed)} of {len(failed) + count} bitmapist keys could not be "
+                            f"{'read' if dry_run else 'imported'} (listed above); the other {count} were")
     return count
+
+
+def _import_key(client: Any, raw: bytes, expr: dict[str, Any], post: Callable[[str, Any], Any]) -> int:
+    length = client.strlen(raw)
+    ids = 0
+    for offset in range(0, max(length, 1), SLICE):
+        data = client.getrange(raw, offset, offset + SLICE - 1) if length else b""
+        last = offset + len(data) >= length
+        if any(data) or last:  # the last slice always goes: it carries the key's length
+            answer = post("/v1/bitmaps/import", {"expr": expr, "offset": offset, "length": length,
+                                                 "bits": base64.b64encode(data).decode()})
+            ids += answer["imported"]
+    return ids

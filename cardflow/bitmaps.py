@@ -46,7 +46,7 @@ class Limits:
     nodes: int = 200_000  # operations and leaves over all its expressions
     depth: int = 64  # nesting of one expression
     leaves: int = 5_000  # distinct bitmaps read
-    members: int = 100_000  # ids in one page of members
+    members: int = 100_000  # ids in the pages of members of one request
     contains: int = 100_000  # ids asked about in one expression
 
 
@@ -192,6 +192,7 @@ def parse(body: Any, limits: Limits) -> tuple[Plan, list[Query]]:
     plan = Plan(limits)
     queries: list[Query] = []
     roots: list[int] = []  # each query's expression, for the later ones' refs
+    paged = 0  # ids the request's pages of members may answer, all queries together
     for i, q in enumerate(raw):
         where = f"queries[{i}]"
         if not isinstance(q, dict) or "expr" not in q:
@@ -222,6 +223,11 @@ def parse(body: Any, limits: Limits) -> tuple[Plan, list[Query]]:
                 raise QueryError(f"{where}.members.after", "must be an id, or -1 for the first page")
             if not 1 <= limit <= limits.members:
                 raise QueryError(f"{where}.members.limit", f"must be from 1 to {limits.members}")
+            paged += limit
+            if paged > limits.members:  # else one request could ask for queries × members ids
+                raise QueryError(f"{where}.members.limit", (
+                    f"the request's pages of members add up to over {limits.members} ids "
+                    "(bitmaps_max_members): ask for fewer or smaller pages, in several requests"))
         count = q.get("count", True)
         if not isinstance(count, bool):
             raise QueryError(f"{where}.count", "must be true or false")
@@ -503,6 +509,9 @@ def import_bits(wh: Any, body: Any, limits: Limits) -> dict[str, Any]:
         raise QueryError("body", 'give {"expr", "offset", "bits", "length"}')
     plan = Plan(limits)
     root = plan.nodes[plan.parse(body.get("expr"), "expr", [])]
+    if root[0] == "empty":
+        raise QueryError("expr", "names a period that never exists (such as month 13 or ISO week 53 of a "
+                                 "52-week year): cardflow holds no bitmap for it, its reads are empty")
     if root[0] != "leaf":
         raise QueryError("expr", "must name one stored bitmap (an hour, day, week, month or unique flag)")
     offset, length = _int(body.get("offset"), "offset"), _int(body.get("length"), "length")

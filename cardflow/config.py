@@ -144,6 +144,10 @@ class Settings(BaseSettings):
         "(http://127.0.0.1:6068); empty: the API has no warehouse"))
     query_max_body_bytes: int = Field(1_000_000, ge=1024, le=1_000_000, description=(
         "largest body of POST /v1/query and /v1/sql (the worker's web server takes up to 1 MiB)"))
+    warehouse_bitmaps: bool = Field(True, description=(
+        "keep bitmapist's bitmaps from every loaded event (~10-15 % of the warehouse's load); "
+        "false drops their views at the warehouse worker's start and /v1/bitmaps answers 503; "
+        "true again backfills them from the events"))
     bitmaps_max_queries: int = Field(20_000, ge=1, le=1_000_000, description=(
         "expressions in one POST /v1/bitmaps/ops (a 90-day cohort table is ~8 300)"))
     bitmaps_max_nodes: int = Field(200_000, ge=1, le=10_000_000, description=(
@@ -152,7 +156,8 @@ class Settings(BaseSettings):
     bitmaps_max_leaves: int = Field(5_000, ge=1, le=1_000_000, description=(
         "distinct stored bitmaps one POST /v1/bitmaps/ops reads"))
     bitmaps_max_members: int = Field(100_000, ge=1, le=10_000_000, description=(
-        "ids in one page of members, and ids asked about (contains) in one expression"))
+        "ids in the pages of members of one request (all its queries), and ids asked about "
+        "(contains) in one expression"))
     bitmaps_cache_mb: int = Field(64, ge=0, le=65536, description=(
         "stored bitmaps the warehouse worker keeps between requests while their month's data is "
         "unchanged (0: none)"))

@@ -57,6 +57,15 @@ _FLAGS = (
     f"FROM {{db}}.events WHERE {_BITMAP_UID} AND (event = '$bitmapist_unique' "
     "OR JSONExtractBool(properties, '$unique')))"
 )
+# (view, its creation, its backfill): what keeps the bitmaps, and what it would have made so far.
+_BITMAP_VIEWS = [
+    ("bitmaps_mv",
+     f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.bitmaps_mv TO {{db}}.bitmaps AS {_BITMAPS}",
+     f"INSERT INTO {{db}}.bitmaps {_BITMAPS}"),
+    ("bitmap_flags_mv",
+     f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.bitmap_flags_mv TO {{db}}.bitmap_flags AS {_FLAGS}",
+     f"INSERT INTO {{db}}.bitmap_flags {_FLAGS}"),
+]
 
 # (version, name, statements); ``{db}`` is the validated database name. Append, never edit.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -130,10 +139,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             version UInt64
         ) ENGINE = ReplacingMergeTree(version)
         ORDER BY (event, uid)""",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.bitmaps_mv TO {{db}}.bitmaps AS {_BITMAPS}",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.bitmap_flags_mv TO {{db}}.bitmap_flags AS {_FLAGS}",
-        f"INSERT INTO {{db}}.bitmaps {_BITMAPS}",
-        f"INSERT INTO {{db}}.bitmap_flags {_FLAGS}",
+        *(statement for view in _BITMAP_VIEWS for statement in view[1:]),
     ]),
 ]
 
@@ -355,6 +361,27 @@ def schema_version(wh: Warehouse) -> int:
                "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version")
     rows = wh.query(f"SELECT max(version) AS v FROM {wh.database}.cardflow_schema")
     return int(rows[0]["v"]) if rows else 0
+
+
+def keep_bitmaps(wh: Warehouse, on: bool) -> bool:
+    """Setting ``warehouse_bitmaps``: off drops the views that keep bitmapist's bitmaps (the load
+    no longer pays for them; the stored bitmaps stay, unread); on puts back a missing view and
+    backfills from every loaded event, the ones loaded while off included (bitmaps are ORed and
+    flags versioned by offset, so what is there twice counts once). Returns whether it changed
+    anything."""
+    db = wh.database
+    rows = wh.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": db})
+    have = {r["name"] for r in rows}
+    changed = False
+    for view, create, backfill in _BITMAP_VIEWS:
+        if on and view not in have:
+            wh.command(create.format(db=db))
+            wh.command(backfill.format(db=db))  # after the view: an event loaded between is in both
+            changed = True
+        elif not on and view in have:
+            wh.command(f"DROP VIEW IF EXISTS {db}.{view}")
+            changed = True
+    return changed
 
 
 def migrate(wh: Warehouse) -> list[int]:

@@ -18,6 +18,7 @@ read from it on its web server — the API forwards ``POST /v1/query`` and ``POS
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,10 +33,12 @@ from cardflow.app import create_app, raw_topic
 from cardflow.batches import BatchingApp
 from cardflow.config import Settings
 from cardflow.connectors.kafka_admin import EVENTS, PROFILE_CHANGES
-from cardflow.connectors.warehouse import Warehouse, migrate, warehouse_of
+from cardflow.connectors.warehouse import Warehouse, keep_bitmaps, migrate, warehouse_of
 from cardflow.errors import QueryError, WarehouseError
 from cardflow.insights import Answers
 from cardflow.offsets import parse_offsets
+
+log = logging.getLogger(__name__)
 
 
 def build_warehouse(settings: Settings) -> faust.App:
@@ -45,6 +48,9 @@ def build_warehouse(settings: Settings) -> faust.App:
     events, changes = (raw_topic(app, settings, name) for name in (EVENTS, PROFILE_CHANGES))
     wh = warehouse_of(settings)
     migrate(wh)
+    if keep_bitmaps(wh, settings.warehouse_bitmaps):
+        log.info("warehouse %s: bitmapist's bitmaps %s", wh.database,
+                 "kept again (backfilled)" if settings.warehouse_bitmaps else "no longer kept")
     registry = CollectorRegistry()
     loader = EventLoader(wh, settings.decoder(), WarehouseMetrics(registry))
 
@@ -161,6 +167,11 @@ def bitmap_pages(app: faust.App, wh: Warehouse, settings: Settings, loader: Even
 
     async def serve(view: faust.web.View, request: faust.web.Request,
                     work: Callable[[Any], dict[str, Any]]) -> faust.web.Response:
+        if not settings.warehouse_bitmaps:
+            return view.json({"error": "bitmaps_off", "message": (
+                "this warehouse keeps no bitmapist bitmaps (warehouse_bitmaps is false): set "
+                "CARDFLOW_WAREHOUSE_BITMAPS=true and restart the warehouse worker, which backfills "
+                "them from the loaded events")}, status=503)
         raw = await request.read()
         try:
             body = orjson.loads(raw)

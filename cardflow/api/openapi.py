@@ -42,6 +42,9 @@ _BODY = {
 }
 
 _ADMIN_ERRORS = {"401": _READ_ERRORS["401"], "403": _json(_ERROR, "the token lacks the admin scope")}
+_BITMAPS_503 = _json(_ERROR, "no warehouse, it is unavailable, or it keeps no bitmaps "
+                            "(error bitmaps_off: warehouse_bitmaps is false)")
+_BITMAPS_504 = _json(_ERROR, "the events of after= are not loaded within wait_timeout_ms")
 _BITMAP_QUERY = {"type": "object", "required": ["expr"], "properties": {
     "expr": {"$ref": "#/components/schemas/BitmapExpr"},
     "count": {"type": "boolean", "default": True},
@@ -289,8 +292,7 @@ DOCUMENT: dict[str, Any] = {
                 "type": "array", "items": _BITMAP_ANSWER}}}, "one answer per query"),
                 "400": _json(_ERROR, "a field is wrong: error bad_query, field names it"),
                 "413": _json(_ERROR, "body over query_max_body_bytes"),
-                "503": _json(_ERROR, "no warehouse, or it is unavailable"),
-                "504": _json(_ERROR, "the events of after= are not loaded within wait_timeout_ms"),
+                "503": _BITMAPS_503, "504": _BITMAPS_504,
                 "401": _READ_ERRORS["401"], "403": _READ_ERRORS["403"]},
         }},
         "/v1/bitmaps/delete": {"post": {
@@ -302,9 +304,7 @@ DOCUMENT: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "what was deleted"),
                           "400": _json(_ERROR, "not one stored bitmap"),
                           "413": _json(_ERROR, "body over query_max_body_bytes"),
-                          "503": _json(_ERROR, "no warehouse, or it is unavailable"),
-                          "504": _json(_ERROR, "the events of after= are not loaded within wait_timeout_ms"),
-                          **_ADMIN_ERRORS},
+                          "503": _BITMAPS_503, "504": _BITMAPS_504, **_ADMIN_ERRORS},
         }},
         "/v1/bitmaps/import": {"post": {
             "summary": "One slice of a bitmapist key from Redis (sent by `cardflow import bitmapist`; admin)",
@@ -317,9 +317,7 @@ DOCUMENT: dict[str, Any] = {
             "responses": {"200": _json({"type": "object"}, "how many ids were imported"),
                           "400": _json(_ERROR, "a field is wrong"),
                           "413": _json(_ERROR, "body over query_max_body_bytes"),
-                          "503": _json(_ERROR, "no warehouse, or it is unavailable"),
-                          "504": _json(_ERROR, "the events of after= are not loaded within wait_timeout_ms"),
-                          **_ADMIN_ERRORS},
+                          "503": _BITMAPS_503, "504": _BITMAPS_504, **_ADMIN_ERRORS},
         }},
         "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"summary": "readiness: the broker answers",

@@ -14,9 +14,9 @@ import io
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -34,8 +34,19 @@ pytestmark = pytest.mark.integration
 TOKEN = "admin-token"
 
 
+class Deployment(NamedTuple):
+    settings: Settings
+    base: str  # the API's URL
+    restart_warehouse: Callable[[Settings], None]  # the warehouse worker again, with these settings
+
+
 @pytest.fixture(scope="module")
-def stack(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
+def stack(deployment: Deployment) -> tuple[Settings, str]:
+    return deployment.settings, deployment.base
+
+
+@pytest.fixture(scope="module")
+def deployment(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("bitmapist")
     warehouse_port = free_port()
     s = load_settings(
@@ -72,8 +83,23 @@ def stack(kafka: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
         return status == 200
 
     wait_until(ready, timeout=120, interval=1, what="the warehouse worker to answer bitmap queries")
+
+    def restart_warehouse(settings: Settings) -> None:
+        nonlocal worker
+        worker.stop()
+        worker = service(["worker", "warehouse"], settings)
+        stats = f"http://127.0.0.1:{warehouse_port}/warehouse/stats/"
+
+        def up() -> bool:
+            assert worker.proc.poll() is None, worker.output()[-3000:]
+            with contextlib.suppress(OSError):
+                return http("GET", stats, timeout=5)[0] == 200
+            return False
+
+        wait_until(up, timeout=120, interval=1, what="the warehouse worker to start again")
+
     try:
-        yield s, base
+        yield Deployment(s, base, restart_warehouse)
     finally:
         for svc in started:
             svc.stop()
@@ -394,6 +420,11 @@ def test_import_moves_a_bitmapist_keyspace(
     )  # a temporary key: skipped
     keys = len([k for k in client.keys("trackist_*") if not k.startswith(b"trackist_bitop_")])
     assert bitop.redis_key.encode() in client.keys("trackist_bitop_*")
+    # Keys under bitmapist's names that cannot come across: each its own failure, the rest imported.
+    client.hset("trackist_legacy:odd_2020-12", "a", "1")  # not a string
+    client.setbit("trackist_legacy:login_2020-13", 5, 1)  # a month that never exists
+    client.setbit(b"trackist_\xff_2020-12", 5, 1)  # not UTF-8: not bitmapist's, skipped
+    client.setbit("trackist_other", 5, 1)  # no period: not bitmapist's, skipped
 
     env = {**os.environ, **settings.to_env()}
     url = f"redis://127.0.0.1:{redis_port}/9"
@@ -415,8 +446,14 @@ def test_import_moves_a_bitmapist_keyspace(
         text=True,
         timeout=300,
     )
-    assert dry.returncode == 0, dry.stderr
-    assert f"{keys} bitmapist keys found" in dry.stdout and "trackist_bitop_" not in dry.stdout
+    assert dry.returncode == 1, dry.stderr
+    assert "trackist_bitop_" not in dry.stdout and "trackist_legacy:login_2020-13: 1 ids" in dry.stdout
+    assert "NOT imported trackist_legacy:odd_2020-12: Redis: WRONGTYPE" in dry.stdout
+    assert f"1 of {keys + 2} bitmapist keys could not be read (listed above); the other {keys + 1}" in (
+        dry.stderr
+    )
+    assert "skipped b'trackist_\\xff_2020-12': not a bitmapist key (its name is not UTF-8)" in dry.stdout
+    assert "skipped trackist_other: not a bitmapist key name" in dry.stdout
     assert len(cfb.MonthEvents("legacy:login", 2020, 12)) == 0  # the dry run sent nothing
 
     done = subprocess.run(
@@ -426,8 +463,11 @@ def test_import_moves_a_bitmapist_keyspace(
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr + done.stdout
-    assert f"{keys} bitmapist keys imported" in done.stdout
+    assert done.returncode == 1, done.stderr + done.stdout
+    assert "NOT imported trackist_legacy:login_2020-13: 400" in done.stdout and "never exists" in done.stdout
+    assert f"2 of {keys + 2} bitmapist keys could not be imported (listed above); the other {keys}" in (
+        done.stderr
+    )
 
     def pairs(module: Any) -> list[Any]:
         out = []
@@ -456,7 +496,7 @@ def test_import_moves_a_bitmapist_keyspace(
         text=True,
         timeout=600,
     )
-    assert again.returncode == 0
+    assert again.returncode == 1 and f"the other {keys} were" in again.stderr
     assert [len(p) for p in pairs(cfb)] == [len(p) for p in pairs(bitmapist)]  # twice is once
 
 
@@ -501,3 +541,29 @@ def test_bad_requests_are_clear_errors(stack: tuple[Settings, str]) -> None:
         cfb.mark_event("active", 2**32)
     with pytest.raises(ValueError):
         cfb.mark_event("active", "123")  # type: ignore[arg-type]
+
+
+def test_bitmaps_left_off_cost_no_work_and_come_back_backfilled(deployment: Deployment) -> None:
+    """Last in the module: it restarts the warehouse worker, with warehouse_bitmaps off, then on."""
+    settings, base, restart = deployment
+    cfb.setup(base, TOKEN)
+    day = datetime(2021, 3, 4, 12, tzinfo=UTC)
+    restart(settings.replace(warehouse_bitmaps=False))
+    cfb.mark_event("while-off", 41, now=day)
+
+    def loaded() -> bool:  # the event is in the warehouse, though no bitmap is kept of it
+        status, _, got = http(
+            "POST",
+            f"{base}/v1/sql",
+            b'{"sql": "SELECT count() AS n FROM cardflow.events WHERE event = \'while-off\'"}',
+            {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        return status == 200 and int(got["rows"][0][0]) == 1
+
+    wait_until(loaded, timeout=60, interval=0.5, what="the mark made while off to be loaded")
+    with pytest.raises(cfb.BitmapistError, match="warehouse_bitmaps is false"):
+        len(cfb.DayEvents("while-off", 2021, 3, 4))
+    restart(settings)  # on again: the views back, the events loaded meanwhile backfilled
+    assert 41 in cfb.DayEvents("while-off", 2021, 3, 4)
+    cfb.mark_event("while-off", 42, now=day)
+    assert len(cfb.MonthEvents("while-off", 2021, 3)) == 2

@@ -125,6 +125,11 @@ def test_a_doubling_chain_of_refs_stays_linear() -> None:
             "queries[0].members.limit",
             Limits(members=10),
         ),
+        (
+            {"queries": [{"expr": LEAVES[0], "members": {"limit": 6}}] * 3},
+            "queries[1].members.limit",
+            Limits(members=10),
+        ),
         ({"queries": [{"expr": LEAVES[0], "contains": [2**32]}]}, "queries[0].contains[0]", Limits()),
         ({"queries": [{"expr": LEAVES[0], "colour": 1}]}, "queries[0].colour", Limits()),
         ({"queries": [{"expr": {"event": "a", "period": "decade"}}]}, "queries[0].expr.period", Limits()),
@@ -193,6 +198,8 @@ def test_an_import_slice_is_bounded_and_must_lie_in_its_key() -> None:
         ({"expr": flag, "offset": 3, "length": 4, "bits": base64.b64encode(b"\x01\x01").decode()}, "offset"),
         ({"expr": flag, "offset": 0, "length": 4, "bits": "not base64!"}, "bits"),
         ({"expr": {"op": "not", "args": [flag]}, "offset": 0, "length": 1, "bits": ""}, "expr"),
+        ({"expr": {"event": "e", "period": "month", "year": 2020, "month": 13}, "offset": 0, "length": 1,
+          "bits": "AQ=="}, "expr"),
     ):
         with pytest.raises(QueryError) as caught:
             import_bits(None, body, Limits())  # refused before the warehouse is touched

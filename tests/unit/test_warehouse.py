@@ -13,6 +13,7 @@ from cardflow.connectors.warehouse import (
     ChdbWarehouse,
     ClickhouseWarehouse,
     Warehouse,
+    keep_bitmaps,
     migrate,
     open_warehouse,
     schema_version,
@@ -142,6 +143,45 @@ def test_bitmaps_are_kept_read_imported_and_deleted_on_both_backends(wh: Warehou
     assert got[0]["members"] == [1, 15] and got[1]["count"] == 30  # the key's 4 bytes kept
     bitmaps.delete(wh, {"expr": week}, limits)
     assert bitmaps.run(wh, {"queries": [{"expr": week}]}, limits)["results"][0]["count"] == 0
+
+
+def test_bitmaps_turned_off_cost_nothing_and_on_again_are_backfilled(wh: Warehouse) -> None:
+    from cardflow import bitmaps
+
+    migrate(wh)
+    assert keep_bitmaps(wh, True) is False  # migration 3 keeps them already
+
+    def views() -> set[str]:
+        rows = wh.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND name LIKE 'bitmap%_mv'",
+            {"db": wh.database},
+        )
+        return {r["name"] for r in rows}
+
+    def event(i: int, uid: str) -> dict[str, object]:
+        return {"event_id": f"off{i}", "uid": uid, "event": "bm-off", "ts": "2021-02-03 10:00:00.000",
+                "properties": '{"$unique": true}', "set_properties": "{}", "source": "test",
+                "kafka_topic": "events", "kafka_partition": 2, "kafka_offset": 500 + i,
+                "ingested_at": "2026-12-01 10:00:01.000"}
+
+    def counts() -> list[int]:
+        day = {"event": "bm-off", "period": "day", "year": 2021, "month": 2, "day": 3}
+        got = bitmaps.run(wh, {"queries": [{"expr": day}, {"expr": {"event": "bm-off", "period": "unique"}}]},
+                          bitmaps.Limits())
+        return [r["count"] for r in got["results"]]
+
+    assert views() == {"bitmaps_mv", "bitmap_flags_mv"}
+    try:
+        assert keep_bitmaps(wh, False) is True and views() == set()
+        assert keep_bitmaps(wh, False) is False
+        wh.insert("events", [event(0, "11")], token="off/0")
+        assert counts() == [0, 0]  # loaded while off: no bitmap work
+    finally:
+        assert keep_bitmaps(wh, True) is True
+    assert views() == {"bitmaps_mv", "bitmap_flags_mv"}
+    assert counts() == [1, 1]  # backfilled
+    wh.insert("events", [event(1, "12")], token="off/1")
+    assert counts() == [2, 2] and keep_bitmaps(wh, True) is False  # kept live again, backfilled once
 
 
 @pytest.mark.parametrize(
