@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     query_max_body_bytes: int = Field(1_000_000, ge=1024, le=1_000_000, description=(
         "largest body of POST /v1/query and /v1/sql (the worker's web server takes up to 1 MiB)"))
     warehouse_bitmaps: bool = Field(True, description=(
-        "keep bitmapist's bitmaps from every loaded event (~10-15 % of the warehouse's load); "
+        "keep bitmapist's bitmaps from every loaded event (~3-9 % of the warehouse's load); "
         "false drops their views at the warehouse worker's start and /v1/bitmaps answers 503; "
         "true again backfills them from the events"))
     bitmaps_max_queries: int = Field(20_000, ge=1, le=1_000_000, description=(

@@ -21,6 +21,7 @@ facts; flags (``mark_unique`` / ``unmark_unique``) can be set and unset.
 from __future__ import annotations
 
 import calendar
+import operator
 import threading
 import uuid as uuids
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ class _Connection:
         self.client = Client(url, token, timeout)
         self.lock = threading.Lock()
         self.written: dict[int, int] = {}  # partition → highest offset this process's marks got
+        self.page = PAGE  # ids per page when iterating; smaller if the server allows fewer
 
     def post(self, path: str, body: Any) -> Any:
         try:
@@ -89,10 +91,23 @@ def setup(url: str, token: str = "", timeout: float = 120.0) -> None:
     _connection = _Connection(url, token, timeout)
 
 
+def _as_id(uuid: Any) -> int | None:
+    """``uuid`` as an id, or None: an integer of any kind (numpy's too: redis-py takes them) in
+    [0, 2^32); not a bool, a float or a string."""
+    if isinstance(uuid, bool) or type(uuid).__name__ == "bool_":  # numpy's bool too
+        return None
+    try:
+        value = operator.index(uuid)
+    except TypeError:
+        return None
+    return value if 0 <= value <= MAX_ID else None
+
+
 def _uid(uuid: Any) -> int:
-    if isinstance(uuid, bool) or not isinstance(uuid, int) or not 0 <= uuid <= MAX_ID:
+    value = _as_id(uuid)
+    if value is None:
         raise ValueError(f"bitmapist ids are integers from 0 to {MAX_ID}, got {uuid!r}")
-    return uuid
+    return value
 
 
 def _wall_ms(now: datetime | None) -> int:
@@ -184,15 +199,22 @@ class _Bitmap:
         return self.get_count()
 
     def __contains__(self, uuid: Any) -> bool:
-        if isinstance(uuid, bool) or not isinstance(uuid, int) or not 0 <= uuid <= MAX_ID:
+        value = _as_id(uuid)
+        if value is None:
             return False
-        found: bool = self._one(count=False, contains=[uuid])["contains"][0]
+        found: bool = self._one(count=False, contains=[value])["contains"][0]
         return found
 
     def get_uuids(self) -> Iterator[int]:
         after = -1
         while True:
-            page = self._one(count=False, members={"after": after, "limit": PAGE})
+            try:
+                page = self._one(count=False, members={"after": after, "limit": _connection.page})
+            except BitmapistError as exc:  # a server with a lower bitmaps_max_members: smaller pages
+                if exc.status != 400 or not str(exc.field).endswith("members.limit") or _connection.page == 1:
+                    raise
+                _connection.page = max(1, _connection.page // 4)
+                continue
             yield from page["members"]
             if page["next"] is None:
                 return

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 
 import cardflow.bitmapist as cfb
@@ -563,7 +564,12 @@ def test_bitmaps_left_off_cost_no_work_and_come_back_backfilled(deployment: Depl
     wait_until(loaded, timeout=60, interval=0.5, what="the mark made while off to be loaded")
     with pytest.raises(cfb.BitmapistError, match="warehouse_bitmaps is false"):
         len(cfb.DayEvents("while-off", 2021, 3, 4))
-    restart(settings)  # on again: the views back, the events loaded meanwhile backfilled
+    # On again: the views back, the events loaded meanwhile backfilled. With pages of members
+    # capped lower than the client's: iteration still lists them all, in smaller pages.
+    restart(settings.replace(bitmaps_max_members=5))
     assert 41 in cfb.DayEvents("while-off", 2021, 3, 4)
-    cfb.mark_event("while-off", 42, now=day)
-    assert len(cfb.MonthEvents("while-off", 2021, 3)) == 2
+    for uid in (np.int64(42), np.uint32(43), *range(100, 110)):  # numpy's integers, as redis-py takes
+        cfb.mark_event("while-off", uid, now=day)
+    assert len(cfb.MonthEvents("while-off", 2021, 3)) == 13
+    assert list(cfb.MonthEvents("while-off", 2021, 3)) == [41, 42, 43, *range(100, 110)]
+    assert np.int64(43) in cfb.DayEvents("while-off", 2021, 3, 4)

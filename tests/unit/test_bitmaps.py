@@ -154,7 +154,9 @@ def test_the_client_says_where_it_could_not_reach_and_refuses_bad_ids() -> None:
     try:
         with pytest.raises(cfb.BitmapistError, match="cannot reach cardflow's API at http://127.0.0.1"):
             len(cfb.MonthEvents("active", 2024, 1))
-        for bad in (-1, 2**32, "7", 7.0, True):
+        import numpy as np
+
+        for bad in (-1, 2**32, "7", 7.0, True, np.bool_(True), np.int64(-1)):
             with pytest.raises(ValueError, match="integers from 0 to 4294967295"):
                 cfb.mark_event("active", bad)  # type: ignore[arg-type]
         assert "x" not in cfb.UniqueEvents("premium")  # not an id, so not a member (no request made)
