@@ -21,7 +21,7 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -120,6 +120,20 @@ class Plan:
             self.leaves.add(node[1])
         return len(self.nodes) - 1
 
+    @staticmethod
+    def _operands(op: str, args: list[Any], where: str) -> Iterator[tuple[Any, str]]:
+        """``args`` with operands of the same ``and``/``or``/``xor`` spliced in (each is associative,
+        and so is the length BITOP NOT later flips up to: the longest operand's), so a chain such
+        as ``((a | b) | c) | …`` is one operation, not nested ones."""
+        stack = [(a, f"{where}.args[{i}]") for i, a in reversed(list(enumerate(args)))]
+        while stack:
+            arg, at = stack.pop()
+            inner = arg.get("args") if isinstance(arg, dict) and op != "not" and arg.get("op") == op else None
+            if isinstance(inner, list) and inner and "ref" not in arg:
+                stack += [(a, f"{at}.args[{i}]") for i, a in reversed(list(enumerate(inner)))]
+            else:
+                yield arg, at
+
     def parse(self, node: Any, where: str, roots: list[int]) -> int:
         """The id of ``node``; ``{"ref": i}`` is the expression of the request's query ``i``
         (one before this one) in ``roots``."""
@@ -149,7 +163,7 @@ class Plan:
                 raise QueryError(
                     f"{where}.args", f"'not' takes one expression (as Redis's BITOP NOT), got {len(args)}"
                 )
-            children = tuple(self.parse(a, f"{where}.args[{i}]", roots) for i, a in enumerate(args))
+            children = tuple(self.parse(a, w, roots) for a, w in self._operands(op, args, where))
             return self._add((op, children), 1 + max(self.depths[c] for c in children), where)
         event, period = node.get("event"), node.get("period")
         if not isinstance(event, str) or not event:

@@ -152,7 +152,8 @@ class Settings(BaseSettings):
         "expressions in one POST /v1/bitmaps/ops (a 90-day cohort table is ~8 300)"))
     bitmaps_max_nodes: int = Field(200_000, ge=1, le=10_000_000, description=(
         "operations and bitmaps over all expressions of one POST /v1/bitmaps/ops"))
-    bitmaps_max_depth: int = Field(64, ge=1, le=1000, description="nesting of one bitmap expression")
+    bitmaps_max_depth: int = Field(64, ge=1, le=250, description=(
+        "nesting of one bitmap expression (and/or/xor chains of one operation count once)"))
     bitmaps_max_leaves: int = Field(5_000, ge=1, le=1_000_000, description=(
         "distinct stored bitmaps one POST /v1/bitmaps/ops reads"))
     bitmaps_max_members: int = Field(100_000, ge=1, le=10_000_000, description=(

@@ -500,7 +500,17 @@ class BitOperation(_Bitmap):
         self.redis_key = "trackist_bitop_{}_{}".format(self.op.upper(), "-".join(e.redis_key for e in events))
 
     def expr(self) -> dict[str, Any]:
-        return {"op": self.op, "args": [e.expr() for e in self.events]}
+        """Operands of the same and/or/xor spliced in, without recursion: a chain built in a loop
+        (``acc = acc | day``, thousands long) is one flat operation, as the server would make it."""
+        args = []
+        stack = list(reversed(self.events))
+        while stack:
+            event = stack.pop()
+            if isinstance(event, BitOperation) and event.op == self.op != "not":
+                stack += reversed(event.events)
+            else:
+                args.append(event.expr())
+        return {"op": self.op, "args": args}
 
     def delete(self) -> None:
         """Nothing stored to delete (bitmapist deletes the operation's result key)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import operator
 import os
 import random
 import time
@@ -368,6 +369,19 @@ def test_generated_marks_answer_as_bitmapist_does(stack: tuple[Settings, str], r
         assert [u in b for u in probe] == [u in a for u in probe]
         if n % 15 == 0:
             assert list(b) == list(a)
+    # Chains built in loops, as bitmapist code does (acc = acc | day): 90 deep, past
+    # bitmaps_max_depth's 64, yet one flat operation each; a mixed chain nests within it.
+    for ops, length in (((operator.or_,), 90), ((operator.xor,), 90), ((operator.and_, operator.or_), 40)):
+        chains = []
+        for module in (bitmapist, cfb):
+            days = [module.DayEvents.from_date("active", FIRST_DAY + timedelta(d)) for d in range(length)]
+            acc = days[0]
+            for i, day in enumerate(days[1:]):
+                acc = ops[i % len(ops)](acc, ~day if len(ops) > 1 and i % 2 == 0 else day)
+            chains.append(acc)
+        assert chains[1].redis_key == chains[0].redis_key
+        assert len(chains[1]) == len(chains[0]) > 0
+        assert list(chains[1]) == list(chains[0])
 
     # Cohort tables, blank and zero cells included.
     cells = []

@@ -206,3 +206,45 @@ def test_an_import_slice_is_bounded_and_must_lie_in_its_key() -> None:
         with pytest.raises(QueryError) as caught:
             import_bits(None, body, Limits())  # refused before the warehouse is touched
         assert caught.value.field == field
+
+
+def test_chains_of_one_operation_are_flat_and_the_deepest_nesting_allowed_evaluates() -> None:
+    import cardflow.bitmapist as cfb
+    from cardflow.config import load_settings
+
+    strings = {f"e{i}": to_bytes({i, 5 + i, 40}, 6) for i in range(4)}
+    values = {(f"e{i}", "U", ""): (BitMap(ids_of(strings[f"e{i}"])), 6) for i in range(4)}
+    # 3 000 ors nested (what a loop `acc = acc | x` sends from other clients): no recursion, one node.
+    chain: dict[str, Any] = LEAVES[0]
+    for i in range(3000):
+        chain = {"op": "or", "args": [chain, LEAVES[i % 4]]}
+    plan, parsed = parse({"queries": [{"expr": chain}]}, Limits(depth=2))
+    assert max(plan.depths) == 2 and answer(plan, parsed, values)[0]["count"] == 9
+    # The deepest nesting the setting allows (and/or alternating: nothing to splice) evaluates as Redis.
+    deepest = load_settings(env={}, bitmaps_max_depth=250).bitmaps_max_depth
+    nested: dict[str, Any] = LEAVES[0]
+    for i in range(deepest - 1):
+        nested = {"op": ("and", "or")[i % 2], "args": [nested, LEAVES[(i % 3) + 1]]}
+    plan, parsed = parse({"queries": [{"expr": nested}]}, Limits(depth=deepest))
+    want = len(ids_of(redis_eval(nested, strings)))
+    assert max(plan.depths) == deepest and answer(plan, parsed, values)[0]["count"] == want
+    with pytest.raises(QueryError, match="bitmaps_max_depth"):
+        parse({"queries": [{"expr": {"op": "not", "args": [nested]}}]}, Limits(depth=deepest))
+    with pytest.raises(Exception, match="bitmaps_max_depth"):
+        load_settings(env={}, bitmaps_max_depth=deepest + 1)
+    # The client sends a loop's chain as one operation; a NOT or another operation inside stays.
+    days = [cfb.DayEvents("a", 2024, 1, 1 + d % 28) for d in range(3001)]
+    acc: Any = days[0]
+    for day in days[1:]:
+        acc = acc | day
+    assert len(acc.expr()["args"]) == 3001 and acc.expr()["op"] == "or"
+    mixed = (days[0] | days[1]) & ~(days[2] | days[3]) & days[4]
+    assert mixed.expr() == {"op": "and", "args": [
+        {"op": "or", "args": [days[0].expr(), days[1].expr()]},
+        {"op": "not", "args": [{"op": "or", "args": [days[2].expr(), days[3].expr()]}]},
+        days[4].expr(),
+    ]}
+
+
+def ids_of(data: bytes) -> set[int]:
+    return {i for i in range(8 * len(data)) if data[i // 8] >> (7 - i % 8) & 1}
