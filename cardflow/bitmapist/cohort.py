@@ -1,15 +1,17 @@
-"""bitmapist.cohort on cardflow: the same tables, forms and HTML, computed in one request.
+"""bitmapist.cohort on cardflow: the same tables, forms and HTML, computed in few requests.
 
 bitmapist asks Redis for every cell (a BITOP and a BITCOUNT each: ~8 000 round trips for a
 90-day table); here the table's operations go to the server together (``POST /v1/bitmaps/ops``,
 each bitmap read once, each row's and column's expression sent once and referred to), and the
 answer is assembled with bitmapist's own rules: a blank where the row's cohort is empty or the
-column's bitmap has no marks, 0.0 where nobody is in both, else a percent or a count.
+column's bitmap has no marks, 0.0 where nobody is in both, else a percent or a count. A table
+too big for one request (a year of days: 133k cells) goes in several, whole rows each.
 The HTML and CSV templates are bitmapist's (tmpl/, BSD-3-Clause, Doist Ltd.).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 from dateutil.relativedelta import relativedelta
 
 from cardflow.bitmapist import (
+    BitmapistError,
     BitOpAnd,
     DayEvents,
     GenericPeriodEvents,
@@ -99,43 +102,85 @@ def get_dates_data(
         events = fn(name, when, system)
         return BitOpAnd(system, events, fn(extra, when, system)) if extra else events
 
-    # Every expression the table needs, each once; cells refer to their row's and column's.
-    queries: list[dict[str, Any]] = []
-    index: dict[str, int] = {}
-
-    def ref(obj: _Bitmap) -> int:
-        if obj.redis_key not in index:
-            index[obj.redis_key] = len(queries)
-            queries.append({"expr": obj.expr()})
-        return index[obj.redis_key]
-
     rows = []
     for i in range(num_results):
         start = now + step(i)
-        first = ref(selection(select1, select1b, start))
-        cells = []
-        for t in range(num_of_rows + 1):
-            second = ref(selection(select2, select2b, start + step(t)))
-            cells.append((second, len(queries)))
-            queries.append({"expr": {"op": "and", "args": [{"ref": first}, {"ref": second}]}})
-        rows.append((start, first, cells))
-    counts = [r["count"] for r in _connection_ops(queries)]
+        columns = [selection(select2, select2b, start + step(t)) for t in range(num_of_rows + 1)]
+        rows.append((start, selection(select1, select1b, start), columns))
+    counted = _count_rows([(first, columns) for _, first, columns in rows])
 
     dates = []
-    for start, first, cells in rows:
-        size = counts[first]
+    for (start, _, _), (size, cells) in zip(rows, counted, strict=True):
         result: list[Any] = [start, size]
         for second, both in cells:
-            if size == 0 or counts[second] == 0:
+            if size == 0 or second == 0:
                 result.append("")
-            elif counts[both] == 0:
+            elif both == 0:
                 result.append(0.0)
             elif as_percent:
-                result.append((float(counts[both]) / float(size)) * 100)
+                result.append((float(both) / float(size)) * 100)
             else:
-                result.append(counts[both])
+                result.append(both)
         dates.append(result)
     return dates
+
+
+# A request carries whole rows, up to these sizes (the server's defaults: bitmaps_max_queries, and
+# half of query_max_body_bytes); a server with lower limits refuses it, and the rows are halved.
+MAX_QUERIES = 20_000
+MAX_BYTES = 500_000
+
+
+class _Request:
+    """One POST /v1/bitmaps/ops: every distinct expression once, cells referring to them."""
+
+    def __init__(self) -> None:
+        self.queries: list[dict[str, Any]] = []
+        self.index: dict[str, int] = {}
+        self.bytes = 0
+
+    def ref(self, obj: _Bitmap) -> int:
+        if obj.redis_key not in self.index:
+            expr = obj.expr()
+            self.index[obj.redis_key] = self.add(expr, len(json.dumps(expr)))
+        return self.index[obj.redis_key]
+
+    def cell(self, row: int, column: int) -> int:
+        return self.add({"op": "and", "args": [{"ref": row}, {"ref": column}]}, 60)
+
+    def add(self, expr: dict[str, Any], size: int) -> int:
+        self.queries.append({"expr": expr})
+        self.bytes += size + 12
+        return len(self.queries) - 1
+
+
+def _count_rows(rows: list[tuple[_Bitmap, list[_Bitmap]]]) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Per row: the row's count and per column (the column's count, both's count), in as few
+    requests as the server takes."""
+    out: list[tuple[int, list[tuple[int, int]]]] = []
+    per = len(rows)  # rows per request, while the server takes them
+    while len(out) < len(rows):
+        request = _Request()
+        batch: list[tuple[int, list[tuple[int, int]]]] = []
+        for first, columns in rows[len(out):len(out) + per]:
+            if batch and (len(request.queries) + 2 * len(columns) + 1 > MAX_QUERIES
+                          or request.bytes > MAX_BYTES):
+                break
+            row = request.ref(first)
+            cells = []
+            for column in columns:
+                second = request.ref(column)
+                cells.append((second, request.cell(row, second)))
+            batch.append((row, cells))
+        try:
+            counts = [r["count"] for r in _connection_ops(request.queries)]
+        except BitmapistError as exc:  # over a lower limit of this server: fewer rows a request
+            if len(batch) == 1 or not (exc.status == 413 or "bitmaps_max_" in str(exc)):
+                raise
+            per = max(1, len(batch) // 2)
+            continue
+        out += [(counts[row], [(counts[a], counts[b]) for a, b in cells]) for row, cells in batch]
+    return out
 
 
 def get_lookup() -> Any:

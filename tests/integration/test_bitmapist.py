@@ -408,6 +408,10 @@ def test_generated_marks_answer_as_bitmapist_does(stack: tuple[Settings, str], r
                 want_table = bm_cohort.get_dates_data(**kw, as_percent=as_percent)
                 cells += [c for row in want_table for c in row[2:]]
                 assert cf_cohort.get_dates_data(**kw, as_percent=as_percent) == want_table
+                if time_group == "days":  # a table too big for one request: whole rows in several
+                    with pytest.MonkeyPatch.context() as patch:
+                        patch.setattr(cf_cohort, "MAX_QUERIES", 2 * rows + 5)
+                        assert cf_cohort.get_dates_data(**kw, as_percent=as_percent) == want_table
                 shown = {"as_percent": as_percent, "time_group": time_group, "num_of_rows": rows}
                 csv = cf_cohort.render_csv_data(want_table, **shown)
                 assert csv == bm_cohort.render_csv_data(want_table, **shown) and csv.count("\n") > 2
@@ -587,3 +591,9 @@ def test_bitmaps_left_off_cost_no_work_and_come_back_backfilled(deployment: Depl
     assert len(cfb.MonthEvents("while-off", 2021, 3)) == 13
     assert list(cfb.MonthEvents("while-off", 2021, 3)) == [41, 42, 43, *range(100, 110)]
     assert np.int64(43) in cfb.DayEvents("while-off", 2021, 3, 4)
+    # A server allowing fewer queries than a cohort table has cells: the client halves its requests.
+    restart(settings.replace(bitmaps_max_queries=30))
+    table = cf_cohort.get_dates_data("while-off", "while-off", time_group="days", num_results=10,
+                                     num_of_rows=10, start_date="2021-02-28", as_percent=False)
+    empty = [0] + [""] * 11
+    assert [row[1:] for row in table] == [empty] * 4 + [[13, 13] + [""] * 10] + [empty] * 5
