@@ -5,8 +5,10 @@ skipped and counted here: dead letters are not loaded). Exactly once: a partitio
 inserted as one block with a deduplication token made of topic, partition and offset range, so
 an insert retried after a timeout is stored once; and when the loader gets a partition (start,
 rebalance) it asks the table how far that partition is loaded, so a batch read again after a crash
-skips what an earlier run inserted before its offsets committed. Offsets commit only after the
-insert. A warehouse that fails is retried with capped backoff while the batch stays in flight.
+skips what an earlier run inserted before its offsets committed — and puts that run's last insert
+through the materialized views again, in case the crash cut it between the table and a view.
+Offsets commit only after the insert. A warehouse that fails is retried with capped backoff while
+the batch stays in flight.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cardflow.batches import BatchingApp, RecordRun, by_partition
 from cardflow.codec import AvroCodec
-from cardflow.connectors.warehouse import Warehouse
+from cardflow.connectors.warehouse import Warehouse, rederive_last_inserts
 from cardflow.errors import Rejected, WarehouseError
 from cardflow.events import Decoder
 from cardflow.retry import until_done
@@ -67,9 +69,11 @@ class EventLoader:
     ) -> None:
         self.wh, self.decoder, self.metrics, self.sleep = wh, decoder, metrics, sleep
         self.done: dict[tuple[str, int], int] = {}  # last offset known to be in the table
+        self.resumed: set[tuple[str, int]] = set()  # partitions loaded since start or rebalance
 
     def forget(self) -> None:
         self.done.clear()
+        self.resumed.clear()
 
     def loaded_in_table(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """Partition → the last offset the events table holds of it (absent: none), whoever
@@ -82,16 +86,28 @@ class EventLoader:
         )
         return {int(r["p"]): int(r["o"]) for r in rows}
 
-    def _loaded_through(self, topic: str, partition: int) -> int:
-        return int(self._retry(lambda: self.loaded_in_table(topic, [partition])).get(partition, -1))
+    def _resume(self, topic: str, partitions: list[int]) -> None:
+        """Partitions this loader has not had since it started (or was rebalanced): how far the
+        table holds them, and their last insert put through the views again (a crash may have cut
+        it between the table and a view)."""
+        held = self._retry(lambda: self.loaded_in_table(topic, partitions))
+        self._retry(lambda: rederive_last_inserts(self.wh, topic, sorted(held)))
+        for partition in partitions:
+            key = (topic, partition)
+            self.done[key] = max(self.done.get(key, -1), int(held.get(partition, -1)))
+            self.resumed.add(key)
 
     def load(self, batch: dict[tuple[str, int], list[Any]]) -> None:
         now_ms = int(time.time() * 1000)
         ingested = _dt(now_ms)
+        fresh: dict[str, list[int]] = {}
+        for topic, partition in batch:
+            if (topic, partition) not in self.resumed:
+                fresh.setdefault(topic, []).append(partition)
+        for topic, partitions in sorted(fresh.items()):
+            self._resume(topic, sorted(partitions))
         for (topic, partition), records in sorted(batch.items()):
-            done = self.done.get((topic, partition))
-            if done is None:
-                done = self.done[(topic, partition)] = self._loaded_through(topic, partition)
+            done = self.done[(topic, partition)]
             rows = []
             for record in records:
                 if record.offset <= done:

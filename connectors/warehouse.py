@@ -67,6 +67,17 @@ _BITMAP_VIEWS = [
      f"INSERT INTO {{db}}.bitmap_flags {_FLAGS}"),
 ]
 
+# A retried insert whose block the table already holds (deduplicated by its token) still goes
+# through the materialized views: had the first attempt stored the block but failed in a view, the
+# view's rows would be lost for good. Every view's table is a set or an aggregate that a row twice
+# does not change, so a view given a block again is harmless.
+_VIEWS_ON_RETRY: dict[str, int | str] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+# What each materialized view adds to its table from rows of events: the backfill at its migration,
+# and the repair of the last insert of a partition after a crash (``rederive_last_inserts``).
+_USER_DAYS_FILL = f"INSERT INTO {{db}}.user_days {_USER_DAYS}"
+_USER_FIRST_FILL = f"INSERT INTO {{db}}.user_first {_USER_FIRST}"
+
 # (version, name, statements); ``{db}`` is the validated database name. Append, never edit.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "events and users", [
@@ -120,8 +131,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ORDER BY (event, uid)""",
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.user_days_mv TO {{db}}.user_days AS {_USER_DAYS}",
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.user_first_mv TO {{db}}.user_first AS {_USER_FIRST}",
-        f"INSERT INTO {{db}}.user_days {_USER_DAYS}",  # the backfill: what the views would have made
-        f"INSERT INTO {{db}}.user_first {_USER_FIRST}",
+        _USER_DAYS_FILL,  # the backfill: what the views would have made
+        _USER_FIRST_FILL,
     ]),
     (3, "bitmapist bitmaps", [
         """CREATE TABLE IF NOT EXISTS {db}.bitmaps (
@@ -233,7 +244,8 @@ class ChdbWarehouse(Warehouse):
         name = identifier(table, "table")
         body = b"\n".join(orjson.dumps(row) for row in rows).decode()
         self._run(f"INSERT INTO {self.database}.{name} SETTINGS insert_deduplication_token = "
-                  f"{{token:String}} FORMAT JSONEachRow {body}", "CSV", {"token": token})
+                  f"{{token:String}}, {settings_clause(_VIEWS_ON_RETRY)} FORMAT JSONEachRow {body}",
+                  "CSV", {"token": token})
 
     def close(self) -> None:
         with self._lock:
@@ -328,7 +340,7 @@ class ClickhouseWarehouse(Warehouse):
         body = b"\n".join(orjson.dumps(row) for row in rows)
         self._call(lambda: self._client.raw_insert(
             f"{self.database}.{name}", insert_block=body, fmt="JSONEachRow",
-            settings={"insert_deduplication_token": token}))
+            settings={"insert_deduplication_token": token, **_VIEWS_ON_RETRY}))
 
     def close(self) -> None:
         self._client.close()
@@ -361,6 +373,29 @@ def schema_version(wh: Warehouse) -> int:
                "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version")
     rows = wh.query(f"SELECT max(version) AS v FROM {wh.database}.cardflow_schema")
     return int(rows[0]["v"]) if rows else 0
+
+
+def rederive_last_inserts(wh: Warehouse, topic: str, partitions: list[int]) -> None:
+    """Run the materialized views again over the last insert into events of each partition.
+
+    A worker killed inside an insert may leave the block stored in events but not yet in every
+    view (the table commits first); the next run skips the rows events holds, so nothing else would
+    ever put them in the views. Rows a view already has are not changed by a second pass (sets and
+    aggregates), so this is safe whether or not the insert was cut."""
+    db = wh.database
+    have = {r["name"] for r in wh.query("SELECT name FROM system.tables WHERE database = {db:String}",
+                                        {"db": db})}
+    if not partitions:
+        return
+    # A partition's inserts are one loader batch each, stamped with one ingested_at.
+    last = (f"(SELECT * FROM {db}.events WHERE kafka_topic = {{t:String}} AND (kafka_partition, ingested_at) "
+            f"IN (SELECT kafka_partition, max(ingested_at) FROM {db}.events WHERE kafka_topic = {{t:String}} "
+            "AND kafka_partition IN {ps:Array(UInt32)} GROUP BY kafka_partition))")
+    fills = [("user_days_mv", _USER_DAYS_FILL), ("user_first_mv", _USER_FIRST_FILL),
+             *((view, fill) for view, _, fill in _BITMAP_VIEWS)]
+    for view, fill in fills:
+        if view in have:
+            wh.command(fill.format(db=db).replace(f"{db}.events", last), {"t": topic, "ps": partitions})
 
 
 def keep_bitmaps(wh: Warehouse, on: bool) -> bool:

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 
+import orjson
 import pytest
 
 from cardflow.config import Settings
@@ -53,3 +54,14 @@ def test_kill_9_mid_stream_loads_every_event_once(settings: Settings, service) -
     wait_until(lambda: stats(s) == want, timeout=120, interval=1,
                what=f"the warehouse to hold {want} (has {stats(s)})")
     assert worker.proc.poll() is None
+    # The views kept what the events say, whatever insert a kill cut (the next run repairs it).
+    db = s.warehouse_database
+    sql = (f"SELECT (SELECT count() FROM (SELECT DISTINCT event, day, uid FROM {db}.user_days)), "
+           f"(SELECT count() FROM (SELECT DISTINCT arrayJoin([event, '']), toDate(ts), uid "
+           f"FROM {db}.events)), "
+           f"(SELECT count() FROM (SELECT DISTINCT event, uid FROM {db}.user_first)), "
+           f"(SELECT count() FROM (SELECT DISTINCT arrayJoin([event, '']), uid FROM {db}.events))")
+    status, _, got = http("POST", f"http://127.0.0.1:{s.worker_web_port}/warehouse/sql/",
+                          orjson.dumps({"sql": sql}), {"Content-Type": "application/json"}, timeout=60)
+    days, days_want, firsts, firsts_want = (int(v) for v in got["rows"][0])
+    assert status == 200 and (days, firsts) == (days_want, firsts_want) and days > 1000
