@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 from faust.types.tuples import ack_lock
+
+from cardflow.retry import stoppable
 
 log = logging.getLogger(__name__)
 BACKLOG_WAIT = 0.05  # seconds a poll waits for a backlog's next fetch (it returns as records arrive)
@@ -487,8 +490,15 @@ class BatchingApp(faust.App):
         self.batch_idle = asyncio.Event()  # set while no batch is being handled
         self.batch_idle.set()
         self.on_partitions_revoked.connect(self._wait_for_batch)  # type: ignore[arg-type]
+        # Set when the worker starts to stop: sinks retrying a write (``pause``) give the batch up.
+        self.stopping = threading.Event()
+        self.pause = stoppable(self.stopping)
+        self.on_before_shutdown.connect(self._stop_retrying)  # type: ignore[arg-type]
         # Stages add what the health endpoints should also say (read from the health thread).
         self.health_reports: dict[str, Callable[[], Any]] = {}
+
+    def _stop_retrying(self, app: faust.App, **kwargs: Any) -> None:
+        self.stopping.set()
 
     def _new_transport(self) -> Any:
         return BatchingTransport(self.conf.broker_consumer, self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -32,3 +33,20 @@ def until_done(attempt: Callable[[], T], retriable: type[BaseException] | tuple[
             continue
         failing.set(0)
         return result
+
+
+class Stopping(Exception):  # noqa: N818 - what happened, not an error
+    """The process is stopping: a write being retried gives up. Its batch is not acknowledged,
+    so the next run reads it again (nothing lost; the writes are idempotent)."""
+
+
+def stoppable(stop: threading.Event) -> Callable[[float], None]:
+    """A ``sleep`` for :func:`until_done` that raises :class:`Stopping` as soon as ``stop`` is set:
+    a worker asked to stop while its sink is down exits instead of retrying until it is killed."""
+
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            log.info("stopping: the write being retried is given up; its batch is read again next run")
+            raise Stopping("stopping while a write was being retried: its batch is read again next run")
+
+    return sleep

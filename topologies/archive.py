@@ -29,7 +29,7 @@ def build_archive(settings: Settings) -> faust.App:
     registry = CollectorRegistry()
     metrics = ArchiveMetrics(registry)
     archiver = Archiver(lake, settings.archive_format, settings.archive_codec, settings.archive_batch_bytes,
-                        metrics)
+                        metrics, sleep=app.pause)
 
     archive_records(app, [events, dlq], archiver)           # events, events-dlq → the lake
 

@@ -52,10 +52,11 @@ def build_warehouse(settings: Settings) -> faust.App:
         log.info("warehouse %s: bitmapist's bitmaps %s", wh.database,
                  "kept again (backfilled)" if settings.warehouse_bitmaps else "no longer kept")
     registry = CollectorRegistry()
-    loader = EventLoader(wh, settings.decoder(), WarehouseMetrics(registry))
+    loader = EventLoader(wh, settings.decoder(), WarehouseMetrics(registry), sleep=app.pause)
 
     load_events(app, events, loader)                      # events → warehouse.events
-    load_users(app, changes, UserLoader(wh, loader.metrics))  # profile-changes → warehouse.users
+    users = UserLoader(wh, loader.metrics, sleep=app.pause)
+    load_users(app, changes, users)                       # profile-changes → warehouse.users
 
     answer_pages(app, wh, Answers(wh, settings.query_limits(), settings.sql_limits(),
                                   settings.query_cache_entries))

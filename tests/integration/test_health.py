@@ -89,6 +89,15 @@ def test_liveness_fails_when_a_partition_with_lag_stops_progressing(
         )
         assert any("no progress on" in p and "events[" in p for p in body["problems"]), body
         assert worker.proc.poll() is None  # unhealthy is the probe's verdict; the worker keeps retrying
+        # Stopped while its inserts are retried, it gives the batch up (not acknowledged: read
+        # again by the next run) and exits cleanly, within the grace a pod is given.
+        assert worker.stop(grace=20) == 0, worker.output()[-3000:]
+        assert "its batch is read again next run" in worker.output()
+        adapter = subprocess.Popen(adapter.args, cwd=Path(__file__).resolve().parents[2],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # the warehouse back
+        wait_until(lambda: _up(port), timeout=60, what="the ClickHouse HTTP adapter again")
+        service(["worker", "warehouse"], s)
+        wait_until(lambda: _rows(s) == 1000, timeout=90, what="the given-up batch loaded by the next run")
     finally:
         adapter.kill()
         adapter.wait(10)
