@@ -39,15 +39,20 @@ def _spawn(args: list[str], config: str | None, log: Path, **overrides: str) -> 
                             start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def _stop(*procs: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM to all at once, then each is waited for until one shared deadline (stopping them
+    one by one added their grace periods up); SIGKILL for any still running at it."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{proc.args!r} did not stop within {grace:.0f} s: killed", file=sys.stderr, flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
@@ -186,8 +191,7 @@ def run_dev(settings: Settings, rate: float = 20.0, config: str | None = None, w
                 break
     finally:
         stop.set()
-        for proc in reversed(list(children.values())):
-            _stop(proc)
+        _stop(*children.values())
         if started_broker:
             broker.stop()
         print("cardflow dev stopped.", flush=True)
