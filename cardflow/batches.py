@@ -494,6 +494,8 @@ class BatchingApp(faust.App):
         self.stopping = threading.Event()
         self.pause = stoppable(self.stopping)
         self.on_before_shutdown.connect(self._stop_retrying)  # type: ignore[arg-type]
+        # What the worker command closes after the app has stopped, before the interpreter exits.
+        self.at_exit: list[Callable[[], None]] = []
         # Stages add what the health endpoints should also say (read from the health thread).
         self.health_reports: dict[str, Callable[[], Any]] = {}
 
