@@ -335,7 +335,10 @@ def worker(ctx: click.Context, topology: str) -> None:
         faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
     finally:  # it ends in SystemExit
         for close in getattr(app, "at_exit", ()):
-            close()
+            try:
+                close()
+            except Exception:  # the worker's own exit status stands; the failure is logged
+                logging.getLogger("cardflow").exception("closing %r at exit failed", close)
 
 
 @cli.command()
