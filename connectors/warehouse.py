@@ -78,6 +78,10 @@ _VIEWS_ON_RETRY: dict[str, int | str] = {"deduplicate_blocks_in_dependent_materi
 _USER_DAYS_FILL = f"INSERT INTO {{db}}.user_days {_USER_DAYS}"
 _USER_FIRST_FILL = f"INSERT INTO {{db}}.user_first {_USER_FIRST}"
 
+# Every materialized view on events, with what it adds to its table from rows of events.
+_VIEW_FILLS = [("user_days_mv", _USER_DAYS_FILL), ("user_first_mv", _USER_FIRST_FILL),
+               *((view, fill) for view, _, fill in _BITMAP_VIEWS)]
+
 # (version, name, statements); ``{db}`` is the validated database name. Append, never edit.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "events and users", [
@@ -375,6 +379,12 @@ def schema_version(wh: Warehouse) -> int:
     return int(rows[0]["v"]) if rows else 0
 
 
+def _tables(wh: Warehouse) -> set[str]:
+    """The names of the database's tables and views."""
+    rows = wh.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": wh.database})
+    return {r["name"] for r in rows}
+
+
 def rederive_last_inserts(wh: Warehouse, topic: str, partitions: list[int]) -> None:
     """Run the materialized views again over the last insert into events of each partition.
 
@@ -382,18 +392,15 @@ def rederive_last_inserts(wh: Warehouse, topic: str, partitions: list[int]) -> N
     view (the table commits first); the next run skips the rows events holds, so nothing else would
     ever put them in the views. Rows a view already has are not changed by a second pass (sets and
     aggregates), so this is safe whether or not the insert was cut."""
-    db = wh.database
-    have = {r["name"] for r in wh.query("SELECT name FROM system.tables WHERE database = {db:String}",
-                                        {"db": db})}
     if not partitions:
         return
+    db = wh.database
+    have = _tables(wh)
     # A partition's inserts are one loader batch each, stamped with one ingested_at.
     last = (f"(SELECT * FROM {db}.events WHERE kafka_topic = {{t:String}} AND (kafka_partition, ingested_at) "
             f"IN (SELECT kafka_partition, max(ingested_at) FROM {db}.events WHERE kafka_topic = {{t:String}} "
             "AND kafka_partition IN {ps:Array(UInt32)} GROUP BY kafka_partition))")
-    fills = [("user_days_mv", _USER_DAYS_FILL), ("user_first_mv", _USER_FIRST_FILL),
-             *((view, fill) for view, _, fill in _BITMAP_VIEWS)]
-    for view, fill in fills:
+    for view, fill in _VIEW_FILLS:
         if view in have:
             wh.command(fill.format(db=db).replace(f"{db}.events", last), {"t": topic, "ps": partitions})
 
@@ -405,8 +412,7 @@ def keep_bitmaps(wh: Warehouse, on: bool) -> bool:
     flags versioned by offset, so what is there twice counts once). Returns whether it changed
     anything."""
     db = wh.database
-    rows = wh.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": db})
-    have = {r["name"] for r in rows}
+    have = _tables(wh)
     changed = False
     for view, create, backfill in _BITMAP_VIEWS:
         if on and view not in have:
