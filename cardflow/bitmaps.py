@@ -176,11 +176,7 @@ class Plan:
                 )
             children = self._refs(args, roots)
             if children is None:
-                if any(isinstance(a, dict) and a.get("op") == op for a in args):
-                    operands: Iterable[tuple[Any, str]] = self._operands(op, args, where)
-                else:
-                    operands = ((a, f"{where}.args[{i}]") for i, a in enumerate(args))
-                children = tuple(self.parse(a, w, roots) for a, w in operands)
+                children = tuple(self.parse(a, w, roots) for a, w in self._operands(op, args, where))
             return self._add((op, children), 1 + max(self.depths[c] for c in children), where)
         event, period = node.get("event"), node.get("period")
         if not isinstance(event, str) or not event:
